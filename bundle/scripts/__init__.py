@@ -1,0 +1,1 @@
+"""AMIR bundle: the package the bundle's configs import (``$import scripts``)."""
