@@ -1,0 +1,171 @@
+"""Backbone blocks of the Restormer U-Net shared by AMIR and the Restormer baseline.
+
+MDTA and GDFN are MONAI's ``CABlock`` and ``FeedForward`` (same parameters, same operations as the released code);
+their ``forward`` is re-stated here only so that the network compiles with TorchScript (MONAI's use ``einops`` and
+``typing.cast``, which ``torch.jit.script`` rejects) and to run the GDFN gate as one fused expression.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks.cablock import CABlock, FeedForward
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["ChannelLayerNorm", "MDTA", "GDFN", "TransformerBlock", "Downsample", "Upsample", "TransformerStage"]
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channels of every pixel of an (N, C, H, W) map, as in Restormer.
+
+    The variance is biased and taken about the mean in both kinds; the bias-free kind does not subtract the mean
+    from ``x`` itself (so it is not RMSNorm).
+
+    Args:
+        num_channels: C.
+        with_bias: ``True`` for Restormer's "WithBias" kind, ``False`` for "BiasFree" (no mean shift, no bias).
+        eps: added to the variance.
+    """
+
+    def __init__(self, num_channels: int, with_bias: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.with_bias = with_bias
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if with_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Statistics along dim 1 directly: no NCHW -> NHWC copies.
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        scale = torch.rsqrt(var + self.eps)
+        weight = self.weight.view(1, -1, 1, 1)
+        bias = self.bias
+        if bias is None:
+            return x * scale * weight
+        return (x - mean) * scale * weight + bias.view(1, -1, 1, 1)
+
+
+class MDTA(CABlock):
+    """Multi-Dconv head transposed attention (MONAI's ``CABlock``, 2-D), attention across channels.
+
+    Args:
+        dim: channels.
+        num_heads: heads; each is a contiguous group of ``dim // num_heads`` channels.
+        bias: bias of the 1x1 and depthwise convolutions.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        if dim % num_heads:
+            raise ValueError(f"MDTA: dim {dim} is not divisible by num_heads {num_heads}.")
+        super().__init__(spatial_dims=2, dim=dim, num_heads=num_heads, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        qkv = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w)
+        q = F.normalize(qkv[:, 0], dim=-1)
+        k = F.normalize(qkv[:, 1], dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * self.temperature, dim=-1)
+        out = (attn @ qkv[:, 2]).reshape(n, c, h, w)
+        return self.project_out(out)
+
+
+class GDFN(FeedForward):
+    """Gated-Dconv feed-forward network (MONAI's ``FeedForward``, 2-D): ``W_out(gelu(a) * b)``.
+
+    Args:
+        dim: channels.
+        ffn_expansion_factor: hidden channels are ``int(dim * ffn_expansion_factor)``.
+        bias: bias of the convolutions.
+    """
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__(spatial_dims=2, dim=dim, ffn_expansion_factor=ffn_expansion_factor, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(a) * b)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Restormer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
+
+    Args:
+        dim: channels.
+        num_heads: MDTA heads.
+        ffn_expansion_factor: GDFN expansion.
+        bias: bias of the convolutions.
+        layer_norm: ``"with_bias"`` or ``"bias_free"``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layer_norm: str) -> None:
+        super().__init__()
+        if layer_norm not in ("with_bias", "bias_free"):
+            raise ValueError(f"layer_norm must be 'with_bias' or 'bias_free', got {layer_norm!r}.")
+        with_bias = layer_norm == "with_bias"
+        self.norm1 = ChannelLayerNorm(dim, with_bias)
+        self.attn = MDTA(dim, num_heads, bias)
+        self.norm2 = ChannelLayerNorm(dim, with_bias)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class TransformerStage(nn.Sequential):
+    """A run of transformer blocks at one resolution, optionally gradient-checkpointed block by block.
+
+    Checkpointing recomputes each block's activations in the backward pass: the same outputs and gradients, a
+    fraction of the activation memory.
+
+    Args:
+        depth: number of blocks.
+        dim, num_heads, ffn_expansion_factor, bias, layer_norm: as ``TransformerBlock``.
+        gradient_checkpointing: checkpoint every block when training with gradients.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        layer_norm: str,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__(
+            *[TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm) for _ in range(depth)]
+        )
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            if self.gradient_checkpointing and self.training and x.requires_grad and not torch.jit.is_scripting():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class Downsample(nn.Module):
+    """Halve the resolution, double the channels: 3x3 conv ``C -> C/2`` then pixel-unshuffle by 2."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution, halve the channels: 3x3 conv ``C -> 2C`` then pixel-shuffle by 2."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
