@@ -82,7 +82,7 @@ class SpatialRoutingModule(nn.Module):
         num_experts: M experts.
         top_k: K experts per token.
         hidden_factor: expert hidden width is ``int(dim * hidden_factor)``.
-        combine: ``"logsumexp"`` (released code: ``log(sum_k g_k exp(E_k))``) or ``"linear"`` (paper: ``sum_k g_k E_k``).
+        combine: ``"logsumexp"`` (released code: ``log(sum_k g_k exp(E_k))``) or ``"linear"`` (paper: ``sum g E``).
         dispatch: ``"sparse"`` or ``"dense"``.
         noise_epsilon: floor of the gate noise std.
 

@@ -1,0 +1,61 @@
+"""Helpers shared by the transforms of this package (private: not exported)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.utils import convert_data_type, convert_to_dst_type
+
+__all__ = ["check_channel_first", "to_numpy", "like_input"]
+
+
+def check_channel_first(img: Any, name: str, spatial_ndims: tuple[int, ...] = (2, 3)) -> None:
+    """Raise a clear error unless ``img`` is a single-channel, channel-first array or tensor.
+
+    Args:
+        img: the image to check.
+        name: the transform's name, used in the message.
+        spatial_ndims: the accepted numbers of spatial dimensions (2 for (1,H,W), 3 for (1,H,W,D)).
+
+    Raises:
+        TypeError: ``img`` is neither a numpy array nor a torch tensor, or it is complex.
+        ValueError: wrong number of dimensions or more than one channel.
+    """
+    if not isinstance(img, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(img).__name__}.")
+    if img.is_complex() if isinstance(img, torch.Tensor) else np.iscomplexobj(img):
+        raise TypeError(f"{name}: expected a real-valued image, got dtype {img.dtype}.")
+    shapes = " or ".join("(1," + ",".join("HWD"[:n]) + ")" for n in spatial_ndims)
+    if img.ndim - 1 not in spatial_ndims or img.shape[0] != 1:
+        raise ValueError(f"{name}: expected a channel-first image of shape {shapes}, got shape {tuple(img.shape)}.")
+
+
+def to_numpy(img: NdarrayOrTensor, dtype: type = np.float64) -> np.ndarray:
+    """A numpy copy of ``img`` in ``dtype`` (always a copy, so the caller may modify it in place).
+
+    Args:
+        img: numpy array or torch tensor.
+        dtype: numpy dtype of the copy.
+
+    Returns:
+        A new numpy array.
+    """
+    out = convert_data_type(img, output_type=np.ndarray, dtype=dtype)[0]
+    return np.array(out, dtype=dtype, copy=True)
+
+
+def like_input(out: NdarrayOrTensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
+    """``out`` as float32 of the same kind as ``img`` (numpy -> numpy, torch -> torch on img's device, meta kept).
+
+    Args:
+        out: the computed result.
+        img: the transform's input, whose type (and device, metadata) the output takes.
+
+    Returns:
+        ``out`` converted.
+    """
+    dtype = torch.float32 if isinstance(img, torch.Tensor) else np.float32
+    return convert_to_dst_type(out, dst=img, dtype=dtype)[0]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine (only Python 3.11 needed); every command sets up the environment first and
+# is safe to repeat.
+#   bash run.sh demo   set up, build the demo set if missing, restore its test images and print the results table
+#   bash run.sh test   set up, lint, and run the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+VENV=.venv
+
+setup() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    "$PYTHON" -m venv "$VENV"
+  fi
+  # pip resolves instantly when everything is already installed, so this stays idempotent and quick.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt "$@"
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    exec "$VENV/bin/python" bundle/scripts/demo.py "${@:2}"
+    ;;
+  test)
+    setup -r requirements-dev.txt
+    "$VENV/bin/ruff" check bundle tests bench
+    "$VENV/bin/ruff" format --check bundle tests bench
+    exec "$VENV/bin/python" -m pytest "${@:2}"
+    ;;
+  *)
+    echo "usage: bash run.sh demo|test" >&2
+    exit 2
+    ;;
+esac
