@@ -1,0 +1,67 @@
+"""Data lists (IXI, AAPM-Mayo, PET, all-in-one, demo), slicing and splits, and the slice-pair loader.
+
+The item schema is documented in :mod:`scripts.data.slices`; :func:`build_datalist` is the entry point and
+:class:`LoadSlicePaird` (wrapped by :func:`make_dataset`) turns items into ``(1, H, W)`` LQ / HQ pairs.
+"""
+
+from .all_in_one import DATASETS, build_all_in_one_datalist, build_datalist, find_task_roots
+from .ixi import build_ixi_datalist, find_ixi_volumes
+from .loading import (
+    LoadSlice,
+    LoadSlicePairD,
+    LoadSlicePaird,
+    LoadSlicePairDict,
+    item_id,
+    item_seed,
+    make_dataset,
+    read_slice,
+)
+from .mayo import MAYO_PATIENTS, MAYO_SPLIT, build_mayo_datalist, find_mayo_series, parse_mayo_series
+from .pet import build_pet_datalist, find_pet_entries, parse_drf
+from .slices import TASKS, DataError, assign_splits, normalize_split, select_subjects
+
+_DEMO_NAMES = ("build_demo_datalist", "build_demo_set", "default_demo_dir")
+
+
+def __getattr__(name: str):
+    # the demo module is imported on first use, so that `python -m scripts.data.demo` does not find it already
+    # imported by this package (runpy warns then)
+    if name in _DEMO_NAMES:
+        from . import demo
+
+        return getattr(demo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "DATASETS",
+    "MAYO_PATIENTS",
+    "MAYO_SPLIT",
+    "TASKS",
+    "DataError",
+    "LoadSlice",
+    "LoadSlicePairD",
+    "LoadSlicePairDict",
+    "LoadSlicePaird",
+    "assign_splits",
+    "build_all_in_one_datalist",
+    "build_datalist",
+    "build_demo_datalist",
+    "build_demo_set",
+    "build_ixi_datalist",
+    "build_mayo_datalist",
+    "build_pet_datalist",
+    "default_demo_dir",
+    "find_ixi_volumes",
+    "find_mayo_series",
+    "find_pet_entries",
+    "find_task_roots",
+    "item_id",
+    "item_seed",
+    "make_dataset",
+    "normalize_split",
+    "parse_drf",
+    "parse_mayo_series",
+    "read_slice",
+    "select_subjects",
+]

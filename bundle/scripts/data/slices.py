@@ -1,0 +1,473 @@
+"""Helpers shared by every data-list builder: errors, splits, slice axes and in-plane orientation, DICOM pairing.
+
+The data-list item schema (what every builder returns and :class:`scripts.data.loading.LoadSlicePaird` reads):
+
+``"task"`` (required)
+    ``"mri"``, ``"ct"`` or ``"pet"``.
+``"label"`` (required)
+    path of the high-quality (HQ) source: a NIfTI volume, a NIfTI 2-D image (stored as ``(H, W)`` or
+    ``(H, W, 1)``) or one DICOM file holding one slice.
+``"image"`` (optional)
+    path of the paired low-quality (LQ) source, of the same kind and shape as ``"label"``. Absent when the
+    LQ is simulated.
+``"degrade"`` (required when ``"image"`` is absent)
+    how to simulate the LQ from the HQ: ``"kspace"`` (MRI 4x k-space crop), ``"ct"`` (quarter-dose CT
+    noise), ``"pet"`` (dose-reduced PET, DRF from ``"drf"``).
+``"slice"``, ``"slice_axis"`` (optional, together)
+    index of the slice in the stored array of a NIfTI volume and the stored axis it indexes (0, 1 or 2).
+    Absent for DICOM files and 2-D NIfTI images.
+``"drf"`` (PET only)
+    dose-reduction factor of the LQ: the paired one's, or the one to simulate.
+``"subject"``
+    subject / patient id the slice comes from (splits are by subject; it also seeds the simulation).
+
+Extra keys (``"dose_fraction"``, ``"kernel"``, ...) are informative and ignored by the loader.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel.orientations import aff2axcodes
+
+__all__ = [
+    "DataError",
+    "TASKS",
+    "SPLITS",
+    "MIN_SIZE",
+    "normalize_split",
+    "assign_splits",
+    "select_subjects",
+    "AXIS_FAMILIES",
+    "PLANE_AXIS",
+    "axis_family",
+    "slice_axis_for_plane",
+    "inplane_target",
+    "orient_slice",
+    "affine_from_axcodes",
+    "central_slices",
+    "list_files",
+    "NiftiInfo",
+    "load_nifti",
+    "nifti_info",
+    "DicomSliceHeader",
+    "read_dicom_header",
+    "read_dicom_series",
+    "pair_dicom_series",
+    "nearest_value",
+]
+
+TASKS: tuple[str, ...] = ("mri", "ct", "pet")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MIN_SIZE = 16  # smallest in-plane size accepted: the network downsamples by 8 and the SSIM window is 11 px
+
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+    "all": "all",
+}
+
+
+class DataError(ValueError):
+    """A data set or one of its files cannot be used; the message names the file (or folder) and the problem."""
+
+
+def normalize_split(split: str) -> str:
+    """Map a split name to ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+
+    Args:
+        split: ``train``/``training``, ``val``/``valid``/``validation``, ``test``/``testing`` or ``all``.
+
+    Returns:
+        The canonical split name.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    key = str(split).lower()
+    if key not in _SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}; valid: train, val, test, all (or training, validation, testing)")
+    return _SPLIT_ALIASES[key]
+
+
+def _split_sizes(num: int, counts: Sequence[int]) -> tuple[int, int, int]:
+    """Scale the reference (train, val, test) counts to ``num`` subjects, keeping val and test non-empty if num >= 3."""
+    total = sum(counts)
+    if num == sum(counts):
+        return int(counts[0]), int(counts[1]), int(counts[2])
+    n_val = round(num * counts[1] / total)
+    n_test = round(num * counts[2] / total)
+    if num >= 3:
+        # with a handful of subjects, rounding would leave validation or test empty
+        n_val, n_test = max(1, n_val), max(1, n_test)
+    n_val, n_test = min(n_val, num), min(n_test, max(num - n_val, 0))
+    return num - n_val - n_test, n_val, n_test
+
+
+def assign_splits(subjects: Iterable[str], counts: Sequence[int], seed: int = 0) -> dict[str, list[str]]:
+    """Split subject ids deterministically into train / val / test.
+
+    The ids are sorted, permuted by a NumPy generator seeded with ``seed`` and cut into consecutive blocks whose
+    sizes are ``counts`` scaled proportionally to the number of subjects (rounded; validation and test keep at
+    least one subject each when there are three or more subjects).
+
+    Args:
+        subjects: subject ids (duplicates are ignored).
+        counts: reference sizes (train, val, test), e.g. IXI's (405, 59, 114).
+        seed: seed of the permutation.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each list sorted.
+    """
+    ids = sorted(set(subjects))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    shuffled = [ids[i] for i in order]
+    n_train, n_val, _ = _split_sizes(len(ids), counts)
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train : n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val :]),
+    }
+
+
+def select_subjects(
+    available: Iterable[str],
+    split: str,
+    counts: Sequence[int],
+    seed: int = 0,
+    subjects: Sequence[str] | None = None,
+    fixed: Mapping[str, Sequence[str]] | None = None,
+    where: str = "",
+) -> list[str]:
+    """The subjects of one split: an explicit list, a fixed table, or the seeded proportional split.
+
+    Args:
+        available: subject ids found in the data set.
+        split: split name (see :func:`normalize_split`); ``"all"`` returns every subject.
+        counts: reference (train, val, test) sizes for :func:`assign_splits`.
+        seed: seed of :func:`assign_splits`.
+        subjects: explicit ids for this call; overrides ``split`` entirely.
+        fixed: a table ``{"train": ids, "val": ids, "test": ids}`` used instead of the seeded split when every
+            available id appears in it (e.g. the ten AAPM-Mayo patients).
+        where: the data set's folder, named in errors.
+
+    Returns:
+        Sorted subject ids.
+
+    Raises:
+        DataError: when an explicit id is not in the data set.
+    """
+    present = sorted(set(available))
+    if subjects is not None:
+        missing = sorted(set(subjects) - set(present))
+        if missing:
+            raise DataError(f"{where}: subjects {missing} requested but not found; found {present}")
+        return sorted(set(subjects))
+    name = normalize_split(split)
+    if name == "all":
+        return present
+    if fixed is not None and set(present) <= {s for ids in fixed.values() for s in ids}:
+        return sorted(s for s in fixed[name] if s in present)
+    return assign_splits(present, counts, seed)[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# slice axes and in-plane orientation
+
+AXIS_FAMILIES: dict[str, str] = {"L": "LR", "R": "LR", "A": "AP", "P": "AP", "S": "SI", "I": "SI"}
+PLANE_AXIS: dict[str, str] = {"axial": "SI", "coronal": "AP", "sagittal": "LR"}
+
+# In-plane (rows, columns) directions as DICOM displays a slice (radiological convention): axial rows run
+# anterior->posterior and columns right->left, coronal/sagittal rows run superior->inferior.
+_TARGET_INPLANE: dict[str, tuple[str, str]] = {"SI": ("P", "L"), "AP": ("I", "L"), "LR": ("I", "P")}
+
+
+def axis_family(code: str) -> str:
+    """``"LR"``, ``"AP"`` or ``"SI"`` for an axis code such as ``"R"`` or ``"P"``."""
+    return AXIS_FAMILIES[code.upper()]
+
+
+def slice_axis_for_plane(affine: np.ndarray, plane: str = "axial") -> int:
+    """The stored array axis whose direction is mostly along the plane's normal.
+
+    Args:
+        affine: 4x4 voxel-to-world (RAS) affine.
+        plane: ``"axial"`` (normal S/I), ``"coronal"`` (A/P) or ``"sagittal"`` (L/R).
+
+    Returns:
+        0, 1 or 2.
+    """
+    family = PLANE_AXIS[plane]
+    codes = aff2axcodes(affine)
+    for axis, code in enumerate(codes[:3]):
+        if code is not None and axis_family(code) == family:
+            return axis
+    raise ValueError(f"affine has no axis along {plane} normal ({codes})")
+
+
+def inplane_target(slice_code: str) -> tuple[str, str]:
+    """The (rows, columns) axis codes a slice is returned in, for a slice axis of code ``slice_code``."""
+    return _TARGET_INPLANE[axis_family(slice_code)]
+
+
+def orient_slice(array: np.ndarray, inplane_codes: Sequence[str], slice_code: str) -> np.ndarray:
+    """Transpose / flip a 2-D slice into the house in-plane orientation.
+
+    Args:
+        array: the slice as stored, ``(H, W)``.
+        inplane_codes: the directions its rows and columns increase towards (e.g. ``("R", "A")``).
+        slice_code: the direction of the slice axis (e.g. ``"S"``), which picks the target.
+
+    Returns:
+        The reoriented slice (a view where possible): axial ``(P, L)``, coronal ``(I, L)``, sagittal ``(I, P)``.
+    """
+    target = inplane_target(slice_code)
+    codes = [c.upper() for c in inplane_codes]
+    if axis_family(codes[0]) != axis_family(target[0]):
+        array = array.T
+        codes = codes[::-1]
+    for axis in (0, 1):
+        if codes[axis] != target[axis]:
+            array = np.flip(array, axis=axis)
+    return array
+
+
+def affine_from_axcodes(codes: Sequence[str], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """A diagonal-like RAS affine whose array axes point along ``codes`` (e.g. ``("P", "L", "S")``).
+
+    Args:
+        codes: one axis code per array axis.
+        spacing: voxel size per array axis, in mm.
+
+    Returns:
+        4x4 affine, origin 0.
+    """
+    world = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for axis, (code, step) in enumerate(zip(codes, spacing, strict=True)):
+        row, sign = world[code.upper()]
+        affine[row, axis] = sign * step
+    return affine
+
+
+def central_slices(num_slices: int, keep: int | None) -> range:
+    """Indices of the ``keep`` central slices of ``num_slices`` (all of them when ``keep`` is None or larger)."""
+    if keep is None or keep >= num_slices:
+        return range(num_slices)
+    start = (num_slices - keep) // 2
+    return range(start, start + keep)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# files
+
+
+def list_files(folder: str | os.PathLike) -> list[Path]:
+    """Sorted regular files directly in ``folder``, hidden ones (``.DS_Store``...) left out."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@dataclass(frozen=True)
+class NiftiInfo:
+    """Header facts of a NIfTI image: its 3-D shape (2-D images get a trailing 1) and RAS axis codes."""
+
+    path: str
+    shape: tuple[int, int, int]
+    axcodes: tuple[str, str, str]
+    affine: np.ndarray
+
+
+def load_nifti(path: str | os.PathLike) -> tuple[nib.Nifti1Image, NiftiInfo]:
+    """Open a NIfTI image (header only; pixels stay behind the ``dataobj`` proxy) and check it is 2-D or 3-D.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        The nibabel image and its :class:`NiftiInfo`.
+
+    Raises:
+        DataError: unreadable file, 4-D (more than one frame) or 1-D image, degenerate affine.
+    """
+    try:
+        img = nib.load(os.fspath(path))
+        shape = tuple(int(s) for s in img.shape)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as e:  # nibabel raises several types for corrupt files
+        raise DataError(f"{path}: cannot read NIfTI header ({type(e).__name__}: {e})") from e
+    while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is a 3-D volume
+        shape = shape[:-1]
+    if not 2 <= len(shape) <= 3:
+        raise DataError(f"{path}: {len(shape)}-D image of shape {shape}; expected a 2-D slice or a 3-D volume")
+    shape3 = (*shape, 1) if len(shape) == 2 else shape
+    codes = tuple(c if c is not None else "?" for c in aff2axcodes(affine))
+    if "?" in codes:
+        raise DataError(f"{path}: affine {affine.tolist()} has a degenerate axis; cannot tell the slice direction")
+    return img, NiftiInfo(os.fspath(path), shape3, codes, affine)  # type: ignore[arg-type]
+
+
+def nifti_info(path: str | os.PathLike) -> NiftiInfo:
+    """Header facts of a NIfTI image (see :func:`load_nifti`)."""
+    return load_nifti(path)[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DICOM headers and pairing of two series of the same volume (full / low dose)
+
+_HEADER_TAGS = [
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "SliceLocation",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SeriesNumber",
+]
+
+
+@dataclass(frozen=True)
+class DicomSliceHeader:
+    """What pairing needs from one DICOM slice file."""
+
+    path: str
+    instance: int | None
+    position: float | None  # along the slice normal, mm
+    rows: int
+    columns: int
+
+
+def read_dicom_header(path: str | os.PathLike) -> DicomSliceHeader:
+    """Read the header of one single-frame DICOM slice without its pixels.
+
+    Args:
+        path: DICOM file.
+
+    Returns:
+        :class:`DicomSliceHeader`; ``position`` is ImagePositionPatient projected on the slice normal (from
+        ImageOrientationPatient), else SliceLocation, else None.
+
+    Raises:
+        DataError: not DICOM, no image, multi-frame, or smaller than :data:`MIN_SIZE`.
+    """
+    try:
+        ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DataError(f"{path}: DICOM file holds no image (no Rows/Columns)")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames); expected one slice per file")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if min(rows, cols) < MIN_SIZE:
+        raise DataError(f"{path}: image of {rows}x{cols} px is smaller than {MIN_SIZE} px")
+    position = None
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        normal = np.cross(iop[:3], iop[3:])
+        position = float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal))
+    elif "SliceLocation" in ds:
+        position = float(ds.SliceLocation)
+    instance = int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None
+    return DicomSliceHeader(os.fspath(path), instance, position, rows, cols)
+
+
+def read_dicom_series(folder: str | os.PathLike) -> list[DicomSliceHeader]:
+    """Headers of every slice file in a series folder.
+
+    Raises:
+        DataError: empty folder, or any file that is not a single-slice DICOM image.
+    """
+    files = list_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no files in DICOM series folder")
+    return [read_dicom_header(f) for f in files]
+
+
+def _unique_keys(series: Sequence[DicomSliceHeader], attr: str) -> bool:
+    values = [getattr(h, attr) for h in series]
+    return None not in values and len(set(values)) == len(values)
+
+
+def _keyed(series: Sequence[DicomSliceHeader], attr: str, name: str) -> list[DicomSliceHeader]:
+    """Sort by ``attr``; a missing or repeated value is an error naming the files."""
+    for h in series:
+        if getattr(h, attr) is None:
+            raise DataError(f"{h.path}: no {name} to pair full- and low-dose slices by")
+    ordered = sorted(series, key=lambda h: getattr(h, attr))
+    for a, b in zip(ordered[:-1], ordered[1:], strict=True):
+        if getattr(a, attr) == getattr(b, attr):
+            raise DataError(f"{a.path} and {b.path}: same {name} ({getattr(a, attr)}) in one series")
+    return ordered
+
+
+def pair_dicom_series(
+    hq: Sequence[DicomSliceHeader],
+    lq: Sequence[DicomSliceHeader],
+    pair_by: str = "auto",
+    tolerance: float = 0.05,
+) -> list[tuple[DicomSliceHeader, DicomSliceHeader]]:
+    """Pair the slices of two series of one volume (e.g. full- and quarter-dose) by slice position or instance.
+
+    File names and series numbers of the two series differ, so neither is used.
+
+    Args:
+        hq: headers of the high-quality series.
+        lq: headers of the low-quality series.
+        pair_by: ``"position"`` (along the slice normal; the nearest LQ slice within ``tolerance`` mm),
+            ``"instance"`` (InstanceNumber) or ``"auto"`` (position when every slice of both series has a distinct
+            one, else instance).
+        tolerance: position tolerance in mm.
+
+    Returns:
+        ``(hq, lq)`` pairs sorted by the HQ key.
+
+    Raises:
+        DataError: a key is missing or repeated, a slice has no partner, or the two slices differ in size; the
+            message names the files.
+    """
+    if pair_by not in ("auto", "position", "instance"):
+        raise ValueError(f"pair_by must be 'auto', 'position' or 'instance', got {pair_by!r}")
+    attr = pair_by
+    if pair_by == "auto":
+        attr = "position" if _unique_keys(hq, "position") and _unique_keys(lq, "position") else "instance"
+    name = "slice position" if attr == "position" else "InstanceNumber"
+    hq_sorted, lq_sorted = _keyed(hq, attr, name), _keyed(lq, attr, name)
+    lq_keys = np.asarray([getattr(h, attr) for h in lq_sorted], dtype=float)
+    pairs, used = [], set()
+    unpaired = []
+    for h in hq_sorted:
+        key = float(getattr(h, attr))
+        j = int(np.argmin(np.abs(lq_keys - key))) if len(lq_keys) else -1
+        limit = tolerance if attr == "position" else 0.0
+        if j < 0 or abs(lq_keys[j] - key) > limit or j in used:
+            unpaired.append(h.path)
+            continue
+        used.add(j)
+        pairs.append((h, lq_sorted[j]))
+    unpaired += [h.path for j, h in enumerate(lq_sorted) if j not in used]
+    if unpaired:
+        shown = ", ".join(unpaired[:5]) + (f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else "")
+        raise DataError(f"{len(unpaired)} DICOM slice(s) have no partner of the same {name}: {shown}")
+    for a, b in pairs:
+        if (a.rows, a.columns) != (b.rows, b.columns):
+            raise DataError(f"{a.path} ({a.rows}x{a.columns}) and {b.path} ({b.rows}x{b.columns}): LQ/HQ sizes differ")
+    return pairs
+
+
+def nearest_value(values: Iterable[float], target: float) -> float:
+    """The value closest to ``target`` on a log scale (dose-reduction factors are ratios); ties go to the lower."""
+    return min(sorted(values), key=lambda v: abs(math.log(v) - math.log(target)))

@@ -1,0 +1,88 @@
+"""Tests of scripts.data.demo: offline, deterministic, atomic build of the demo set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import load_decathlon_datalist
+from scripts.data import DataError, LoadSlicePaird, build_datalist
+from scripts.data import demo as demo_module
+from scripts.data.demo import build_demo_set, main
+from scripts.transforms import MODALITY_WINDOWS, KSpaceCrop
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+def test_limited_build_is_deterministic_reused_and_found_by_env(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AMIR_DEMO_DIR", str(tmp_path / "env_demo"))
+    val = build_datalist("demo", None, split="val", limit=1)  # builds the missing set in $AMIR_DEMO_DIR
+    folder = tmp_path / "env_demo"
+    assert [i["task"] for i in val] == ["mri", "ct", "pet"]
+    assert all(Path(i["image"]).parent == folder / "slices" for i in val)
+    first = digest(folder)
+    stamp = (folder / "datalist.json").stat().st_mtime_ns
+    assert build_datalist("demo", None, tasks=("ct",), split="test", limit=1)[0]["task"] == "ct"
+    assert (folder / "datalist.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert main(["--out", str(folder), "--limit", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(folder)
+    other = build_demo_set(tmp_path / "again", limit=1)
+    assert digest(other) == first  # byte-identical rebuild
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    def broken(limit):
+        raise DataError("simulated failure half-way")
+        yield  # pragma: no cover
+
+    written = []
+    write = demo_module._write_nifti
+    monkeypatch.setattr(demo_module, "_write_nifti", lambda *a: written.append(a[-1]) or write(*a))
+    monkeypatch.setattr(demo_module, "_ct_pairs", broken)  # MRI slices are written before CT
+    with pytest.raises(DataError, match="half-way"):
+        build_demo_set(tmp_path / "demo", limit=1)
+    assert len(written) == 6  # 3 MRI pairs were on disk when the build failed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_default_build(tmp_path):
+    folder = build_demo_set(tmp_path / "demo")  # about 9 s on 2 cores: see bench/data.py
+    raw = json.loads((folder / "datalist.json").read_text())
+    counts = {
+        k: {t: sum(i["task"] == t for i in raw[k]) for t in ("mri", "ct", "pet")}
+        for k in ("training", "validation", "test")
+    }
+    assert counts == {
+        "training": {"mri": 14, "ct": 16, "pet": 11},
+        "validation": {"mri": 2, "ct": 1, "pet": 2},
+        "test": {"mri": 4, "ct": 4, "pet": 3},
+    }
+    # each CT source slice in one split only
+    sources = {k: {i["subject"] for i in raw[k] if i["task"] == "ct"} for k in ("training", "validation", "test")}
+    assert sources == {"training": {"J2K_pixelrep_mismatch"}, "validation": {"CT_small"}, "test": {"693_J2KI"}}
+    items = load_decathlon_datalist(folder / "datalist.json", data_list_key="test")
+    assert all(Path(i["image"]).is_file() and i["task"] in ("mri", "ct", "pet") for i in items)
+    load = LoadSlicePaird()
+    for item in items:
+        out = load(item)
+        lq, hq = out["image"], out["label"]
+        low, high = MODALITY_WINDOWS[item["task"]]
+        assert lq.shape == hq.shape and min(hq.shape[1:]) >= 96
+        assert hq.max() > low + 0.05 * (high - low) and hq.min() >= low - 1e-3 and hq.max() <= high
+        assert not torch.equal(lq, hq)
+        if item["task"] == "mri":
+            np.testing.assert_allclose(lq, KSpaceCrop(0.25)(hq), atol=1e-2)
+        if item["task"] == "pet":
+            # DRF 12 is noisier than full dose, with the same mean activity
+            assert float((lq - hq).std()) > 0.1 and float(lq.mean()) == pytest.approx(float(hq.mean()), rel=0.1)
