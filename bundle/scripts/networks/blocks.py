@@ -62,9 +62,13 @@ class MDTA(CABlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w)
-        q = F.normalize(qkv[:, 0], dim=-1)
-        k = F.normalize(qkv[:, 1], dim=-1)
-        attn = torch.softmax(q @ k.transpose(-2, -1) * self.temperature, dim=-1)
+        q, k = qkv[:, 0], qkv[:, 1]
+        # Cosine similarity of the L2-normalised rows, by dividing the small (d x d) product by the outer product
+        # of the norms instead of normalising the large (d x HW) q and k.
+        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
+        k_norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
+        logits = (q @ k.transpose(-2, -1)) / (q_norm * k_norm.transpose(-2, -1))
+        attn = torch.softmax(logits * self.temperature, dim=-1)
         out = (attn @ qkv[:, 2]).reshape(n, c, h, w)
         return self.project_out(out)
 
