@@ -1,0 +1,88 @@
+"""How the training workflow draws its data: iteration counts, per-task weights, validation subsets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+__all__ = ["num_epochs", "limit_per_task", "task_sampler"]
+
+
+def num_epochs(num_iterations: int, epoch_length: int) -> int:
+    """Ignite epochs that make ``num_iterations`` iterations of ``epoch_length`` each.
+
+    The training workflow calls every ``val_interval`` iterations an epoch (validation and checkpoint at its end).
+
+    Args:
+        num_iterations: total training iterations.
+        epoch_length: iterations per epoch (``val_interval``).
+
+    Returns:
+        ``num_iterations // epoch_length``.
+
+    Raises:
+        ValueError: non-positive values, or ``num_iterations`` not a multiple of ``epoch_length``.
+    """
+    if num_iterations < 1 or epoch_length < 1:
+        raise ValueError(f"num_iterations ({num_iterations}) and val_interval ({epoch_length}) must be >= 1.")
+    if num_iterations % epoch_length:
+        raise ValueError(
+            f"num_iterations ({num_iterations}) must be a multiple of val_interval ({epoch_length}): training "
+            "runs whole validation intervals."
+        )
+    return num_iterations // epoch_length
+
+
+def limit_per_task(items: Sequence[Mapping[str, Any]], max_per_task: int | None) -> list[Mapping[str, Any]]:
+    """Keep the first ``max_per_task`` items of each task, in order (the released code validates on 32 per task).
+
+    Args:
+        items: data-list items with a ``"task"``.
+        max_per_task: how many to keep per task; None keeps all.
+
+    Returns:
+        The kept items, in their original order.
+    """
+    if max_per_task is None:
+        return list(items)
+    seen: Counter[str] = Counter()
+    kept = []
+    for item in items:
+        seen[item["task"]] += 1
+        if seen[item["task"]] <= max_per_task:
+            kept.append(item)
+    return kept
+
+
+def task_sampler(
+    items: Sequence[Mapping[str, Any]], task_weights: Mapping[str, float] | None, seed: int = 0
+) -> WeightedRandomSampler | None:
+    """A sampler drawing tasks in the given proportions, or None for plain shuffling (the released code's pooling).
+
+    Without weights every slice is equally likely, so the task with most slices dominates the batches. With
+    ``task_weights`` a task's share of the draws is proportional to its weight whatever its slice count.
+
+    Args:
+        items: the training items (one per slice) with a ``"task"``.
+        task_weights: e.g. ``{"mri": 1, "ct": 1, "pet": 1}``; None for plain shuffling.
+        seed: seed of the sampler's generator.
+
+    Returns:
+        A ``WeightedRandomSampler`` (with replacement, ``len(items)`` draws per pass), or None.
+
+    Raises:
+        ValueError: a task of the items has no positive weight.
+    """
+    if task_weights is None:
+        return None
+    counts = Counter(item["task"] for item in items)
+    bad = [t for t in counts if not task_weights.get(t, 0) > 0]
+    if bad:
+        raise ValueError(f"task_weights {dict(task_weights)} give no positive weight to tasks {bad}.")
+    weights = [task_weights[item["task"]] / counts[item["task"]] for item in items]
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights, num_samples=len(items), replacement=True, generator=generator)

@@ -1,0 +1,99 @@
+"""Small inputs shared by the workflow and config tests: DICOM series, NIfTI files, tiny networks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    PositronEmissionTomographyImageStorage,
+    generate_uid,
+)
+
+#: Keyword arguments of a tiny AMIR, fast on a CPU.
+TINY_NETWORK = {"_target_": "scripts.networks.AMIR", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
+
+
+def write_dicom_series(
+    folder: Path,
+    stored: np.ndarray,
+    modality: str = "CT",
+    intercept: float = -1024.0,
+    spacing=(0.8, 0.6, 2.5),
+    extra: dict | None = None,
+) -> None:
+    """Write ``stored`` (rows, columns, slices) int16 as a DICOM series, one file per slice, axial, LPS origin.
+
+    ``extra`` holds more attributes (DICOM keywords) set on every file.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
+    sop_class = {"CT": CTImageStorage, "PT": PositronEmissionTomographyImageStorage}.get(modality, MRImageStorage)
+    rows, cols, n = stored.shape
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta, ds.preamble = meta, b"\0" * 128
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID, ds.InstanceNumber = modality, "P0", k + 1
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = series, study, frame
+        ds.ImagePositionPatient = [-10.0, -20.0, 5.0 + spacing[2] * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[0], spacing[1]]
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].astype(np.int16)).tobytes()
+        for keyword, value in (extra or {}).items():
+            setattr(ds, keyword, value)
+        ds.save_as(folder / f"im{k:03d}.dcm", enforce_file_format=True)
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    """Save ``array`` as float32 NIfTI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.float32), affine), path)
+
+
+def identity_weights(path: Path) -> None:
+    """Weights of the tiny AMIR with its output convolution zeroed: the global residual makes it the identity."""
+    from scripts.networks import AMIR
+
+    kwargs = {k: v for k, v in TINY_NETWORK.items() if k != "_target_"}
+    net = AMIR(**kwargs)
+    with torch.no_grad():
+        net.output.weight.zero_()
+    torch.save(net.state_dict(), path)
+
+
+def tiny_network_config(path: Path) -> str:
+    """Write a config holding the tiny ``network_def``; returns the CLI override value that pulls it in."""
+    path.write_text(json.dumps({"network_def": TINY_NETWORK}))
+    return f"%{path}#network_def"
+
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+
+
+def demo_dir() -> Path:
+    """The demo data set (built once into its default cache folder, then reused)."""
+    from scripts.data import build_demo_set
+
+    return build_demo_set()
+
+
+def bundle_command(*args: str) -> list[str]:
+    """``python -m monai.bundle run ...`` with this interpreter (run it with ``cwd=BUNDLE``)."""
+    return [sys.executable, "-m", "monai.bundle", "run", *args]
