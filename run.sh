@@ -20,12 +20,12 @@ setup() {
 case "${1:-}" in
   demo)
     setup
-    exec "$VENV/bin/python" bundle/scripts/demo.py "${@:2}"
+    cd bundle && exec "../$VENV/bin/python" -m scripts.demo "${@:2}"
     ;;
   test)
-    setup -r requirements-dev.txt
-    "$VENV/bin/ruff" check bundle tests bench
-    "$VENV/bin/ruff" format --check bundle tests bench
+    setup -r requirements-dev.txt -r deploy/requirements.txt
+    "$VENV/bin/ruff" check bundle tests bench deploy
+    "$VENV/bin/ruff" format --check bundle tests bench deploy
     exec "$VENV/bin/python" -m pytest "${@:2}"
     ;;
   *)

@@ -1,0 +1,113 @@
+"""The MONAI Deploy application (deploy/app): NIfTI and DICOM in, float32 NIfTI out, same result as the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from _data_factories import write_series
+from monai.bundle import ConfigParser
+from scripts.export import load_network
+from scripts.networks import AMIR
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+APP = REPO / "deploy" / "app"
+TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The bundle's configs and scripts with a small network and its weights in models/model.pt."""
+    root = tmp_path_factory.mktemp("bundle") / "amir"
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    shutil.copytree(BUNDLE / "scripts", root / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    config["network_def"].update(TINY)
+    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
+    torch.manual_seed(0)
+    net = AMIR(**TINY)
+    with torch.no_grad():  # fresh channel routing is the identity: make it matter
+        for name, p in net.named_parameters():
+            if name.endswith(("gamma", "beta")):
+                p.normal_(0.0, 0.2)
+    (root / "models").mkdir()
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def run_app(bundle: Path, source: Path, output: Path, *options: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(APP), "-i", str(source), "-o", str(output), "-m", str(bundle), *options]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLOSCAN_", "AMIR_MODALITY"))}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=output.parent)
+
+
+def bundle_restore(bundle: Path, source: Path, modality: str | None) -> np.ndarray:
+    """The bundle's own inference path (preprocessing -> inferer -> postprocessing), in this process."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["modality"] = modality
+    network = load_network(bundle / "models" / "model.pt", bundle / "configs" / "inference.json")
+    data = parser.get_parsed_content("preprocessing")({"image": str(source)})
+    with torch.no_grad():
+        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
+    return np.asarray(parser.get_parsed_content("postprocessing")(data)["pred"][0])
+
+
+def test_nifti_with_modality_option(tiny_bundle, tmp_path):
+    rng = np.random.default_rng(0)
+    volume = (rng.normal(40.0, 120.0, (40, 36, 3)) + np.linspace(-300, 300, 36)[None, :, None]).astype(np.float32)
+    affine = np.array([[0.8, 0, 0, -10], [0, 0.8, 0, 5], [0, 0, 3.0, 2], [0, 0, 0, 1]])
+    source = tmp_path / "in" / "scan.nii.gz"
+    source.parent.mkdir()
+    nib.save(nib.Nifti1Image(volume, affine), str(source))
+    output = tmp_path / "out"
+    result = run_app(tiny_bundle, source, output, "--modality", "ct")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    written = nib.load(str(output / "scan_restored.nii.gz"))
+    restored = np.asarray(written.dataobj)
+    assert written.get_data_dtype() == np.float32  # not cast to uint8 as the SDK does for segmentations
+    assert restored.shape == volume.shape
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    assert restored.min() >= -1024 - 1e-3 and restored.max() <= 3071 + 1e-3  # HU, clipped to the CT window
+    assert np.abs(restored - np.round(restored)).max() > 1e-2  # fractional HU survive
+    assert np.abs(restored - volume).max() > 1.0  # the network changed the image
+    np.testing.assert_allclose(restored, bundle_restore(tiny_bundle, source, "ct"), rtol=0, atol=1e-3)
+
+
+def test_dicom_series_modality_from_header(tiny_bundle, tmp_path):
+    series = tmp_path / "study" / "ct_series"
+    series.mkdir(parents=True)
+    write_series(series, values=[900, 1000, 1100, 1200], offset=0, series_number=3, prefix="CT", size=24)
+    output = tmp_path / "out"
+    result = run_app(tiny_bundle, series.parent, output)  # a folder: the series is found inside it
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    written = nib.load(str(output / "ct_series_restored.nii.gz"))
+    restored = np.asarray(written.dataobj)
+    assert written.get_data_dtype() == np.float32
+    expected = bundle_restore(tiny_bundle, series, None)  # Modality CT from the DICOM header
+    assert restored.shape == expected.shape and sorted(restored.shape) == [4, 24, 24]
+    np.testing.assert_allclose(restored, expected, rtol=0, atol=1e-3)
+
+
+def test_nifti_without_modality_fails_clearly(tiny_bundle, tmp_path):
+    source = tmp_path / "in" / "mystery.nii.gz"
+    source.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 2), np.float32), np.eye(4)), str(source))
+    output = tmp_path / "out"
+    result = run_app(tiny_bundle, source, output)
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "mystery.nii.gz" in log and "--modality" in log
+    assert not list(output.rglob("*.nii.gz"))
