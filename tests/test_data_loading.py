@@ -10,7 +10,15 @@ import pytest
 import torch
 from _data_factories import coordinate_volume, make_mayo_tree, write_dicom_slice, write_nifti
 from monai.data import DataLoader, PersistentDataset
-from scripts.data.loading import LoadSlice, LoadSlicePaird, item_seed, make_dataset, read_dicom_slice, read_nifti_slice
+from scripts.data.loading import (
+    LoadSlice,
+    LoadSlicePaird,
+    item_seed,
+    make_dataset,
+    read_dicom_slice,
+    read_nifti_slice,
+    slice_items,
+)
 from scripts.data.mayo import build_mayo_datalist
 from scripts.data.slices import DataError
 from scripts.transforms import KSpaceCrop
@@ -208,3 +216,28 @@ def test_items_of_all_tasks_collate(tmp_path):
     items = [mri_item(tmp_path), *build_mayo_datalist(tmp_path / "mayo", "all")]
     batch = next(iter(DataLoader(make_dataset(items, LoadSlicePaird()), batch_size=2)))
     assert batch["image"].shape == (2, 1, 32, 32) and list(batch["task"]) == ["mri", "ct"]
+
+
+def test_whole_volume_items_without_task_are_cut_into_slices(tmp_path):
+    # MONAI Label's items: {"image": LQ, "label": HQ} volumes, no task, no slice
+    vol = coordinate_volume((20, 18, 22))
+    hq = write_nifti(tmp_path / "hq.nii.gz", vol, ("A", "S", "R"))  # axial (S-I) is stored axis 1
+    lq = write_nifti(tmp_path / "lq.nii.gz", vol + 1.0, ("A", "S", "R"))
+    items = [{"image": str(lq), "label": str(hq)}]
+    with pytest.raises(DataError, match=r"hq\.nii\.gz: the item has no 'task' .* set --modality mri\|ct\|pet"):
+        slice_items(items)
+    with pytest.raises(ValueError, match="modality"):
+        slice_items(items, "xray")
+    cut = slice_items(items, "ct")
+    assert [(it["slice"], it["slice_axis"], it["task"]) for it in cut] == [(k, 1, "ct") for k in range(18)]
+    assert items == [{"image": str(lq), "label": str(hq)}]  # not modified
+    # builders' items pass unchanged, their task kept; a 2-D image is not cut
+    flat = write_nifti(tmp_path / "flat.nii.gz", vol[:, :, :1], ("A", "S", "R"))
+    kept = [{"label": str(hq), "slice": 3, "slice_axis": 1, "task": "mri"}, {"label": str(flat), "task": "pet"}]
+    assert slice_items(kept, "ct") == kept
+    ds = make_dataset(items, LoadSlicePaird(), default_task="ct", max_per_task=4)
+    assert len(ds) == 4 and [it["slice"] for it in ds.data] == [0, 1, 2, 3]
+    sample = ds[2]
+    np.testing.assert_array_equal(sample["image"][0].numpy(), sample["label"][0].numpy() + 1.0)
+    np.testing.assert_array_equal(sample["label"][0].numpy(), read_nifti_slice(hq, 2, 1))
+    assert sample["task"] == "ct" and sample["id"] == "hq.nii.gz#2"

@@ -154,6 +154,7 @@ def test_runner_restores_keeps_and_reports(tmp_path, caplog):
         assert result.shape == shape and result.get_data_dtype() == np.float32
         assert np.allclose(result.affine, source.affine)
         assert np.allclose(result.get_fdata(), np.clip(source.get_fdata(), -1024, 3071), atol=1e-3)
+        assert (outputs / f"{name}_restored.nii.gz").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     assert not (outputs / "broken_restored.nii.gz").exists()
     assert sorted(p.name for p in outputs.iterdir()) == ["flat_restored.nii.gz", "vol_restored.nii.gz"]  # no temp
     assert digest(inputs) == before

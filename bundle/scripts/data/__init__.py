@@ -15,10 +15,20 @@ from .loading import (
     item_seed,
     make_dataset,
     read_slice,
+    slice_items,
 )
 from .mayo import MAYO_PATIENTS, MAYO_SPLIT, build_mayo_datalist, find_mayo_series, parse_mayo_series
 from .pet import build_pet_datalist, find_pet_entries, parse_drf
-from .slices import TASKS, DataError, assign_splits, normalize_split, select_subjects
+from .slices import (
+    TASK_PLANES,
+    TASKS,
+    DataError,
+    assign_splits,
+    limit_per_task,
+    normalize_split,
+    select_subjects,
+    volume_slices,
+)
 
 _DEMO_NAMES = ("build_demo_datalist", "build_demo_set", "default_demo_dir")
 
@@ -37,6 +47,7 @@ __all__ = [
     "DATASETS",
     "MAYO_PATIENTS",
     "MAYO_SPLIT",
+    "TASK_PLANES",
     "TASKS",
     "DataError",
     "LoadSlice",
@@ -58,10 +69,13 @@ __all__ = [
     "find_task_roots",
     "item_id",
     "item_seed",
+    "limit_per_task",
     "make_dataset",
     "normalize_split",
     "parse_drf",
     "parse_mayo_series",
     "read_slice",
     "select_subjects",
+    "slice_items",
+    "volume_slices",
 ]

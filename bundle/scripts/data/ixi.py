@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .slices import MIN_SIZE, DataError, central_slices, nifti_info, select_subjects, slice_axis_for_plane
+from .slices import DataError, select_subjects, volume_slices
 
 __all__ = ["IXI_SPLIT_COUNTS", "IXI_PATTERN", "find_ixi_volumes", "build_ixi_datalist"]
 
@@ -82,23 +82,6 @@ def build_ixi_datalist(
     items = []
     for subject in chosen:
         path = volumes[subject]
-        info = nifti_info(path)
-        try:
-            axis = slice_axis_for_plane(info.affine, "axial")
-        except ValueError as e:
-            raise DataError(f"{path}: {e}") from e
-        inplane = [s for a, s in enumerate(info.shape) if a != axis]
-        if min(inplane) < MIN_SIZE:
-            raise DataError(f"{path}: axial slices of {inplane[0]}x{inplane[1]} px are smaller than {MIN_SIZE} px")
-        for k in central_slices(info.shape[axis], num_slices):
-            items.append(
-                {
-                    "label": os.fspath(path),
-                    "slice": int(k),
-                    "slice_axis": int(axis),
-                    "task": "mri",
-                    "degrade": "kspace",
-                    "subject": subject,
-                }
-            )
+        for where in volume_slices(path, "axial", num_slices):
+            items.append({"label": os.fspath(path), **where, "task": "mri", "degrade": "kspace", "subject": subject})
     return items

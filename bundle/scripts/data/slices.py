@@ -2,8 +2,9 @@
 
 The data-list item schema (what every builder returns and :class:`scripts.data.loading.LoadSlicePaird` reads):
 
-``"task"`` (required)
-    ``"mri"``, ``"ct"`` or ``"pet"``.
+``"task"`` (required by the loader)
+    ``"mri"``, ``"ct"`` or ``"pet"``. Items without one (MONAI Label's) take the config's ``modality``
+    (:func:`scripts.data.loading.slice_items`).
 ``"label"`` (required)
     path of the high-quality (HQ) source: a NIfTI volume, a NIfTI 2-D image (stored as ``(H, W)`` or
     ``(H, W, 1)``) or one DICOM file holding one slice.
@@ -15,7 +16,8 @@ The data-list item schema (what every builder returns and :class:`scripts.data.l
     noise), ``"pet"`` (dose-reduced PET, DRF from ``"drf"``).
 ``"slice"``, ``"slice_axis"`` (optional, together)
     index of the slice in the stored array of a NIfTI volume and the stored axis it indexes (0, 1 or 2).
-    Absent for DICOM files and 2-D NIfTI images.
+    Absent for DICOM files and 2-D NIfTI images. A volume item without them is cut into one item per slice
+    by :func:`scripts.data.make_dataset` (:func:`scripts.data.loading.slice_items`).
 ``"drf"`` (PET only)
     dose-reduction factor of the LQ: the paired one's, or the one to simulate.
 ``"subject"``
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -53,6 +57,9 @@ __all__ = [
     "orient_slice",
     "affine_from_axcodes",
     "central_slices",
+    "TASK_PLANES",
+    "volume_slices",
+    "limit_per_task",
     "list_files",
     "NiftiInfo",
     "load_nifti",
@@ -269,6 +276,59 @@ def central_slices(num_slices: int, keep: int | None) -> range:
         return range(num_slices)
     start = (num_slices - keep) // 2
     return range(start, start + keep)
+
+
+#: The plane each task's NIfTI volumes are cut along by the data builders (IXI and CT axial, PET coronal).
+TASK_PLANES: dict[str, str] = {"mri": "axial", "ct": "axial", "pet": "coronal"}
+
+
+def volume_slices(path: str | os.PathLike, plane: str = "axial", keep: int | None = None) -> list[dict[str, int]]:
+    """The slices of a NIfTI volume cut along ``plane``, as data-list keys; only the header is read.
+
+    The slice axis is the stored axis the affine says is mostly along the plane's normal
+    (:func:`slice_axis_for_plane`), so a volume stored sagittally is still cut axially.
+
+    Args:
+        path: NIfTI volume.
+        plane: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+        keep: central slices to keep (:func:`central_slices`; None: all).
+
+    Returns:
+        ``[{"slice": k, "slice_axis": a}, ...]`` in slice order.
+
+    Raises:
+        DataError: unreadable header, no axis along the plane's normal, or slices smaller than :data:`MIN_SIZE`.
+    """
+    info = nifti_info(path)
+    try:
+        axis = slice_axis_for_plane(info.affine, plane)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from e
+    inplane = [s for a, s in enumerate(info.shape) if a != axis]
+    if min(inplane) < MIN_SIZE:
+        raise DataError(f"{path}: {plane} slices of {inplane[0]}x{inplane[1]} px are smaller than {MIN_SIZE} px")
+    return [{"slice": int(k), "slice_axis": int(axis)} for k in central_slices(info.shape[axis], keep)]
+
+
+def limit_per_task(items: Sequence[Mapping[str, Any]], max_per_task: int | None) -> list[Mapping[str, Any]]:
+    """Keep the first ``max_per_task`` items of each task, in order (the released code validates on 32 per task).
+
+    Args:
+        items: data-list items with a ``"task"``.
+        max_per_task: how many to keep per task; None keeps all.
+
+    Returns:
+        The kept items, in their original order.
+    """
+    if max_per_task is None:
+        return list(items)
+    seen: Counter[str] = Counter()
+    kept = []
+    for item in items:
+        seen[item["task"]] += 1
+        if seen[item["task"]] <= max_per_task:
+            kept.append(item)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -427,6 +427,7 @@ class FolderInference(Engine):
         os.close(fd)
         try:
             writer.write(tmp, verbose=False)
+            os.chmod(tmp, 0o644)  # mkstemp creates the file private (0600); outputs are ordinary files
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from ..data.slices import limit_per_task
+
 __all__ = ["num_epochs", "limit_per_task", "task_sampler"]
 
 
@@ -35,27 +37,6 @@ def num_epochs(num_iterations: int, epoch_length: int) -> int:
             "runs whole validation intervals."
         )
     return num_iterations // epoch_length
-
-
-def limit_per_task(items: Sequence[Mapping[str, Any]], max_per_task: int | None) -> list[Mapping[str, Any]]:
-    """Keep the first ``max_per_task`` items of each task, in order (the released code validates on 32 per task).
-
-    Args:
-        items: data-list items with a ``"task"``.
-        max_per_task: how many to keep per task; None keeps all.
-
-    Returns:
-        The kept items, in their original order.
-    """
-    if max_per_task is None:
-        return list(items)
-    seen: Counter[str] = Counter()
-    kept = []
-    for item in items:
-        seen[item["task"]] += 1
-        if seen[item["task"]] <= max_per_task:
-            kept.append(item)
-    return kept
 
 
 def task_sampler(
