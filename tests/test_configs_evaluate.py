@@ -24,16 +24,19 @@ def test_evaluation_writes_table_csv_and_figures(tmp_path):
     lines = (out / "metrics.md").read_text().splitlines()
     assert lines[0].startswith("| method | MRI SR PSNR | MRI SR SSIM | MRI SR RMSE | CT denoising PSNR")
     assert "PET synthesis RMSE | Average PSNR | Average SSIM |" in lines[0]
-    lq_row, model_row = lines[2].split(" | "), lines[3].split(" | ")
-    assert lq_row[0] == "| LQ input" and model_row[0] == "| Identity AMIR"
+    lq_row, classical_row, model_row = (line.split(" | ") for line in lines[2:5])
+    assert (
+        lq_row[0] == "| LQ input" and classical_row[0] == "| Classical baseline" and model_row[0] == "| Identity AMIR"
+    )
     assert lq_row[1:] == model_row[1:]
     assert float(lq_row[4]) > 20  # CT PSNR of quarter-dose noise in the soft-tissue window, dB
+    assert float(classical_row[7]) > float(lq_row[7])  # the tuned PET denoiser beats the LQ input
 
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"LQ input", "Identity AMIR"}
+    assert {r["method"] for r in rows} == {"LQ input", "Classical baseline", "Identity AMIR"}
     assert {r["task"] for r in rows} == {"mri", "ct", "pet"}
-    assert len({r["id"] for r in rows}) == len(rows) // 2
+    assert len({r["id"] for r in rows}) == len(rows) // 3
 
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == ["Identity_AMIR_ct_0.png", "Identity_AMIR_mri_0.png", "Identity_AMIR_pet_0.png"]

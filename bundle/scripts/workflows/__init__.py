@@ -1,6 +1,8 @@
 """What the bundle's Ignite workflows need beyond MONAI: the AMIR loss, metrics in the released code's units,
-kill-safe checkpoints, the evaluation report and figures, and folder inference with its error handling."""
+kill-safe checkpoints, the evaluation report with its classical baselines and figures, and folder inference with
+its error handling."""
 
+from .baselines import ClassicalBaseline, gaussian_denoise, kspace_bicubic, tune_parameter, tv_denoise
 from .checkpoints import BestCheckpoint, ResumableCheckpoint, save_atomic
 from .figures import TaskTripletsHandler, display_window, restoration_panel, save_png
 from .inference import (
@@ -22,6 +24,7 @@ __all__ = [
     "METRIC_NAMES",
     "BalancedL1Loss",
     "BestCheckpoint",
+    "ClassicalBaseline",
     "FolderInference",
     "ResolveModalityd",
     "RestorationMetrics",
@@ -34,6 +37,8 @@ __all__ = [
     "display_window",
     "find_inputs",
     "folder_datalist",
+    "gaussian_denoise",
+    "kspace_bicubic",
     "limit_per_task",
     "lq_input",
     "markdown_table",
@@ -45,4 +50,6 @@ __all__ = [
     "save_png",
     "task_sampler",
     "through_plane_axis",
+    "tune_parameter",
+    "tv_denoise",
 ]
