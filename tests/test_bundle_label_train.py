@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 
 import monai.bundle
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
@@ -26,18 +24,6 @@ from scripts.networks import AMIR
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
-
-
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write_pairs(folder: Path, count: int) -> list[dict[str, str]]:

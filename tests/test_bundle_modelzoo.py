@@ -174,20 +174,7 @@ def test_config_parses_and_references_resolve(name, in_bundle):
     assert not problems, f"{name}:\n" + "\n".join(problems)
 
 
-@pytest.fixture
-def logging_state():
-    """Restore the root logger after a test applies the bundle's logging.conf."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def test_logging_conf_is_accepted(tmp_path, logging_state):
+def test_logging_conf_is_accepted(tmp_path, restore_logging):
     conf = CONFIGS / "logging.conf"
     _reject_executable_logging_config(str(conf))  # MONAI 1.6.1's check before fileConfig
     logging.config.fileConfig(str(conf), disable_existing_loggers=False)
@@ -213,7 +200,7 @@ def small_inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(("config", "workflow_type"), [("train.json", "train"), ("inference.json", "infer")])
-def test_workflow_properties(config, workflow_type, small_inputs, in_bundle, tmp_path, monkeypatch, logging_state):
+def test_workflow_properties(config, workflow_type, small_inputs, in_bundle, tmp_path, monkeypatch, restore_logging):
     """MONAI's required train / infer properties exist (they are instantiated: small network and data)."""
     monkeypatch.setenv("AMIR_DEMO_DIR", str(small_inputs["demo"]))
     data = small_inputs["demo"] if workflow_type == "train" else small_inputs["images"]

@@ -35,32 +35,9 @@ __all__ = [
     "RestorationImageLoader",
     "RestorationBundleInferenceOperator",
     "RestorationNiftiWriter",
-    "output_name",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def output_name(source: str | os.PathLike, input_root: str | os.PathLike, postfix: str = "restored") -> Path:
-    """Where the restoration of ``source`` goes, relative to the output folder: ``<rel>/<name>_<postfix>.nii.gz``.
-
-    Args:
-        source: a NIfTI file or a DICOM series folder.
-        input_root: the application's input (a folder, or the source itself).
-        postfix: appended to the name.
-
-    Returns:
-        The relative output path.
-    """
-    source, root = Path(source), Path(input_root)
-    root = root if root.is_dir() else root.parent
-    relative = source.relative_to(root) if source != root else Path(source.name)
-    name = relative.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return relative.parent / f"{name}_{postfix}.nii.gz" if postfix else relative.parent / f"{name}.nii.gz"
 
 
 class BundleNetwork(Model):
@@ -252,6 +229,8 @@ class RestorationNiftiWriter(Operator):
         meta = dict(image.metadata())
         affine = meta.pop(MetaKeys.AFFINE, None)
         pred = MetaTensor(torch.from_numpy(np.asarray(image.asnumpy(), dtype=np.float32)), affine=affine, meta=meta)
+        from scripts.workflows.inference import output_name  # the bundle's own naming of restored files
+
         target = self.output_folder / output_name(source, self.input_root, self.postfix)
         if target.exists() and not self.overwrite:
             raise FileExistsError(f"{target} exists; remove it or pass --overwrite.")

@@ -37,6 +37,7 @@ __all__ = [
     "SliceOrientationd",
     "SliceWiseInferer",
     "folder_datalist",
+    "output_name",
     "FolderInference",
 ]
 
@@ -332,6 +333,28 @@ def _root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def output_name(source: str | os.PathLike, input_root: str | os.PathLike, postfix: str = "restored") -> Path:
+    """Where the restoration of ``source`` goes, relative to the output folder: ``<rel>/<name>_<postfix>.nii.gz``.
+
+    Args:
+        source: a NIfTI file or a DICOM series folder.
+        input_root: the input folder (or the source itself).
+        postfix: appended to the name (none if empty).
+
+    Returns:
+        The relative output path, mirroring the input tree.
+    """
+    source, root = Path(source), Path(input_root)
+    root = root if root.is_dir() else root.parent
+    relative = source.relative_to(root) if source != root else Path(source.name)
+    name = relative.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return relative.parent / (f"{name}_{postfix}.nii.gz" if postfix else f"{name}.nii.gz")
+
+
 class FolderInference(Engine):
     """Ignite engine restoring a dataset of images (NIfTI files, DICOM series) into NIfTI files, one per iteration.
 
@@ -393,15 +416,7 @@ class FolderInference(Engine):
 
     def output_path(self, source: Path) -> Path:
         """Where the restoration of ``source`` goes."""
-        root = self.dataset_dir if self.dataset_dir.is_dir() else self.dataset_dir.parent
-        relative = source.relative_to(root) if source != root else Path(source.name)
-        name = relative.name
-        for suffix in (".nii.gz", ".nii"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        postfix = f"_{self.output_postfix}" if self.output_postfix else ""
-        return self.output_dir / relative.parent / f"{name}{postfix}.nii.gz"
+        return self.output_dir / output_name(source, self.dataset_dir, self.output_postfix)
 
     def restore(self, index: int) -> MetaTensor:
         """The restoration of item ``index``, in physical units on the input's grid."""
