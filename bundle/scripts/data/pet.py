@@ -31,14 +31,13 @@ import numpy as np
 import pydicom
 
 from .slices import (
-    MIN_SIZE,
     DataError,
+    checked_slice_axis,
     nearest_value,
     nifti_info,
     pair_dicom_series,
     read_dicom_series,
     select_subjects,
-    slice_axis_for_plane,
 )
 
 __all__ = ["PET_SPLIT_COUNTS", "parse_drf", "PetEntry", "find_pet_entries", "build_pet_datalist"]
@@ -168,13 +167,7 @@ def _nifti_items(hq: PetEntry, lq: PetEntry | None, plane: str, threshold: float
         lq_info = nifti_info(lq.path)
         if lq_info.shape != info.shape:
             raise DataError(f"{lq.path} {lq_info.shape} and {hq.path} {info.shape}: LQ/HQ shapes differ")
-    try:
-        axis = slice_axis_for_plane(info.affine, plane)
-    except ValueError as e:
-        raise DataError(f"{hq.path}: {e}") from e
-    inplane = [s for a, s in enumerate(info.shape) if a != axis]
-    if min(inplane) < MIN_SIZE:
-        raise DataError(f"{hq.path}: {plane} slices of {inplane[0]}x{inplane[1]} px are smaller than {MIN_SIZE} px")
+    axis = checked_slice_axis(hq.path, info.shape, info.affine, plane)
     try:
         volume = np.asarray(nib.load(os.fspath(hq.path)).dataobj, dtype=np.float32).reshape(info.shape)
     except Exception as e:

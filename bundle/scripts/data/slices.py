@@ -59,6 +59,7 @@ __all__ = [
     "central_slices",
     "TASK_PLANES",
     "volume_slices",
+    "checked_slice_axis",
     "limit_per_task",
     "list_files",
     "NiftiInfo",
@@ -300,14 +301,33 @@ def volume_slices(path: str | os.PathLike, plane: str = "axial", keep: int | Non
         DataError: unreadable header, no axis along the plane's normal, or slices smaller than :data:`MIN_SIZE`.
     """
     info = nifti_info(path)
+    axis = checked_slice_axis(path, info.shape, info.affine, plane)
+    return [{"slice": int(k), "slice_axis": int(axis)} for k in central_slices(info.shape[axis], keep)]
+
+
+def checked_slice_axis(path: str | os.PathLike, shape: Sequence[int], affine: np.ndarray, plane: str) -> int:
+    """The stored axis a volume is cut along for ``plane``, checking its slices are large enough.
+
+    Args:
+        path: the volume's file, for the error messages.
+        shape: the volume's 3-D shape.
+        affine: its affine.
+        plane: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+
+    Returns:
+        The slice axis (:func:`slice_axis_for_plane`).
+
+    Raises:
+        DataError: no axis along the plane's normal, or slices smaller than :data:`MIN_SIZE`.
+    """
     try:
-        axis = slice_axis_for_plane(info.affine, plane)
+        axis = slice_axis_for_plane(affine, plane)
     except ValueError as e:
         raise DataError(f"{path}: {e}") from e
-    inplane = [s for a, s in enumerate(info.shape) if a != axis]
+    inplane = [s for a, s in enumerate(shape) if a != axis]
     if min(inplane) < MIN_SIZE:
         raise DataError(f"{path}: {plane} slices of {inplane[0]}x{inplane[1]} px are smaller than {MIN_SIZE} px")
-    return [{"slice": int(k), "slice_axis": int(axis)} for k in central_slices(info.shape[axis], keep)]
+    return axis
 
 
 def limit_per_task(items: Sequence[Mapping[str, Any]], max_per_task: int | None) -> list[Mapping[str, Any]]:
