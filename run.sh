@@ -3,11 +3,14 @@
 # is safe to repeat.
 #   bash run.sh demo   set up, build the demo set if missing, restore its test images and print the results table
 #   bash run.sh test   set up, lint, and run the test suite
+# The MONAI Deploy SDK (with Holoscan and CuPy) lives in its own environment, .venv-deploy, layered on .venv: once
+# installed, `import monai` imports it in every process, so it stays out of the environment the bundle runs in.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=.venv
+DEPLOY_VENV=.venv-deploy
 
 setup() {
   if [[ ! -x $VENV/bin/python ]]; then
@@ -17,13 +20,27 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt "$@"
 }
 
+setup_deploy() {
+  if [[ ! -x $DEPLOY_VENV/bin/python ]]; then
+    "$PYTHON" -m venv "$DEPLOY_VENV"
+  fi
+  # a .pth file puts .venv's packages after the deploy environment's own: torch and monai are shared, not copied,
+  # and the versions the SDK pins (protobuf, ml_dtypes) shadow .venv's without changing it.
+  local base deploy
+  base=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  deploy=$("$DEPLOY_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  echo "$base" > "$deploy/amir_base_environment.pth"
+  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+}
+
 case "${1:-}" in
   demo)
     setup
     cd bundle && exec "../$VENV/bin/python" -m scripts.demo "${@:2}"
     ;;
   test)
-    setup -r requirements-dev.txt -r deploy/requirements.txt
+    setup -r requirements-dev.txt
+    setup_deploy
     "$VENV/bin/ruff" check bundle tests bench deploy
     "$VENV/bin/ruff" format --check bundle tests bench deploy
     exec "$VENV/bin/python" -m pytest "${@:2}"

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +20,8 @@ from scripts.networks import AMIR
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 APP = REPO / "deploy" / "app"
+#: The environment with the Deploy SDK (run.sh sets it up beside .venv); another one can be named by AMIR_DEPLOY_PYTHON.
+DEPLOY_PYTHON = Path(os.environ.get("AMIR_DEPLOY_PYTHON", REPO / ".venv-deploy" / "bin" / "python"))
 TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
 
 
@@ -45,7 +46,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 def run_app(bundle: Path, source: Path, output: Path, *options: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(APP), "-i", str(source), "-o", str(output), "-m", str(bundle), *options]
+    if not DEPLOY_PYTHON.is_file():
+        pytest.fail(f"{DEPLOY_PYTHON} is missing: `bash run.sh test` sets up the Deploy SDK's environment there.")
+    cmd = [str(DEPLOY_PYTHON), str(APP), "-i", str(source), "-o", str(output), "-m", str(bundle), *options]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLOSCAN_", "AMIR_MODALITY"))}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=output.parent)
 
