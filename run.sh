@@ -3,8 +3,8 @@
 # is safe to repeat.
 #   bash run.sh demo   set up, build the demo set if missing, restore its test images and print the results table
 #   bash run.sh test   set up, lint, and run the test suite
-# The MONAI Deploy SDK (with Holoscan and CuPy) lives in its own environment, .venv-deploy, layered on .venv: once
-# installed, `import monai` imports it in every process, so it stays out of the environment the bundle runs in.
+# The MONAI Deploy SDK (with Holoscan and CuPy) gets its own environment, .venv-deploy: once installed, `import monai`
+# imports it in every process, so it stays out of .venv, where the bundle runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,13 +24,8 @@ setup_deploy() {
   if [[ ! -x $DEPLOY_VENV/bin/python ]]; then
     "$PYTHON" -m venv "$DEPLOY_VENV"
   fi
-  # a .pth file puts .venv's packages after the deploy environment's own: torch and monai are shared, not copied,
-  # and the versions the SDK pins (protobuf, ml_dtypes) shadow .venv's without changing it.
-  local base deploy
-  base=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-  deploy=$("$DEPLOY_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-  echo "$base" > "$deploy/amir_base_environment.pth"
-  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
+    -r deploy/requirements.txt
 }
 
 case "${1:-}" in
