@@ -30,3 +30,22 @@ def test_task_sampler_balances_tasks():
     assert drawn["ct"] / sum(drawn.values()) == pytest.approx(0.5, abs=0.05)
     with pytest.raises(ValueError, match=r"\['ct'\]"):
         task_sampler(items, {"mri": 1})
+
+
+def test_task_sampler_under_ddp_splits_a_pass_between_ranks():
+    items = [{"task": "mri"}] * 90 + [{"task": "ct"}] * 11
+    plain = [task_sampler(items, None, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    drawn = [list(s) for s in plain]
+    assert len(drawn[0]) == len(drawn[1]) == 51  # MONAI's DistributedSampler pads to an even split
+    assert set(drawn[0]) | set(drawn[1]) == set(range(101))
+    assert len(set(drawn[0]) & set(drawn[1])) <= 1  # only the padding repeats a slice
+
+    weighted = [task_sampler(items, {"mri": 1, "ct": 1}, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    drawn = [[i for _ in range(20) for i in s] for s in weighted]
+    assert len(list(weighted[0])) == 51
+    assert drawn[0] != drawn[1]  # each rank draws its own samples
+    for ranks_draws in drawn:
+        share = sum(items[i]["task"] == "ct" for i in ranks_draws) / len(ranks_draws)
+        assert share == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match=r"rank 2 is not in \[0, 2\)"):
+        task_sampler(items, None, num_replicas=2, rank=2)
