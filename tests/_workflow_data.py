@@ -21,6 +21,22 @@ from pydicom.uid import (
 #: Keyword arguments of a tiny AMIR, fast on a CPU.
 TINY_NETWORK = {"_target_": "scripts.networks.AMIR", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
 
+#: A tiny AMIR with a small instruction dictionary, for the export and deployment tests.
+TINY_ROUTED = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
+
+
+def tiny_routed_amir(seed: int = 0) -> torch.nn.Module:
+    """The ``TINY_ROUTED`` AMIR with random channel-routing scales: fresh ones make channel routing the identity."""
+    from scripts.networks import AMIR
+
+    torch.manual_seed(seed)
+    net = AMIR(**TINY_ROUTED)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(("gamma", "beta")):
+                p.normal_(0.0, 0.2)
+    return net
+
 
 def write_dicom_series(
     folder: Path,

@@ -10,28 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from _workflow_data import BUNDLE, TINY_ROUTED, tiny_routed_amir
 from scripts.networks import AMIR
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[AMIR, Path]:
     """A tiny checkpoint exported by ``python -m monai.bundle ckpt_export`` run from the bundle folder."""
     tmp = tmp_path_factory.mktemp("ts")
-    torch.manual_seed(0)
-    net = AMIR(**TINY)
-    with torch.no_grad():  # fresh channel routing is the identity: make it matter
-        for name, p in net.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.normal_(0.0, 0.2)
-    net.eval()
+    net = tiny_routed_amir().eval()
     ckpt = tmp / "model.pt"
     torch.save(net.state_dict(), ckpt)
     target = tmp / "model.ts"
     overrides = []
-    for key, value in TINY.items():
+    for key, value in TINY_ROUTED.items():
         overrides += [f"--network_def#{key}", json.dumps(value)]
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(target)]
     cmd += ["--ckpt_file", str(ckpt), "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]

@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 import torch
 from _data_factories import write_series
+from _workflow_data import TINY_ROUTED, tiny_routed_amir
 from monai.bundle import ConfigParser
 from scripts.export import load_network
-from scripts.networks import AMIR
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 APP = REPO / "deploy" / "app"
 #: The environment with the Deploy SDK (run.sh sets it up beside .venv); another one can be named by AMIR_DEPLOY_PYTHON.
 DEPLOY_PYTHON = Path(os.environ.get("AMIR_DEPLOY_PYTHON", REPO / ".venv-deploy" / "bin" / "python"))
-TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +31,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     shutil.copytree(BUNDLE / "configs", root / "configs")
     shutil.copytree(BUNDLE / "scripts", root / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     config = json.loads((root / "configs" / "inference.json").read_text())
-    config["network_def"].update(TINY)
+    config["network_def"].update(TINY_ROUTED)
     (root / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
-    torch.manual_seed(0)
-    net = AMIR(**TINY)
-    with torch.no_grad():  # fresh channel routing is the identity: make it matter
-        for name, p in net.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.normal_(0.0, 0.2)
+    net = tiny_routed_amir()
     (root / "models").mkdir()
     torch.save(net.state_dict(), root / "models" / "model.pt")
     return root

@@ -10,23 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _workflow_data import TINY_ROUTED, tiny_routed_amir
 from scripts.export import CHECK_SHAPES, EXAMPLE_SHAPE, export_onnx, main
 from scripts.networks import AMIR
 
-TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "num_atoms": 4, "atom_dim": 16}
 # Sizes and batch sizes used neither by the traced example nor by the export's own check.
 NEW_SHAPES = [(2, 1, 24, 40), (1, 1, 19, 33), (4, 1, 16, 16)]
-
-
-def tiny_amir(seed: int = 0) -> AMIR:
-    """A small AMIR whose channel routing is not the identity (fresh CRMs are), in eval mode."""
-    torch.manual_seed(seed)
-    net = AMIR(**TINY)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith(("gamma", "beta")):
-                p.normal_(0.0, 0.2)
-    return net.eval()
 
 
 def run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
@@ -36,7 +25,7 @@ def run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[AMIR, Path]:
-    net = tiny_amir()
+    net = tiny_routed_amir().eval()
     path = export_onnx(net, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return net, path
 
@@ -70,7 +59,7 @@ def test_axes_are_symbolic_and_network_unchanged(exported):
 
 
 def test_bad_example_and_failed_check_write_nothing(tmp_path):
-    net = tiny_amir()
+    net = tiny_routed_amir().eval()
     with pytest.raises(ValueError, match="multiples of 8"):
         export_onnx(net, tmp_path / "a.onnx", example_shape=(1, 1, 48, 52))
     with pytest.raises(ValueError, match=">= 16"):
@@ -81,11 +70,11 @@ def test_bad_example_and_failed_check_write_nothing(tmp_path):
 
 
 def test_command_line(tmp_path):
-    net = tiny_amir(seed=3)
+    net = tiny_routed_amir(seed=3).eval()
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": net.state_dict(), "epoch": 1}, ckpt)  # a training checkpoint: weights under "model"
     config = tmp_path / "net.json"
-    config.write_text(json.dumps({"network_def": {"_target_": "scripts.networks.AMIR", **TINY}}))
+    config.write_text(json.dumps({"network_def": {"_target_": "scripts.networks.AMIR", **TINY_ROUTED}}))
     out = tmp_path / "out" / "model.onnx"
     assert main(["--ckpt", str(ckpt), "--out", str(out), "--config", str(config)]) == 0
     x = torch.rand(2, 1, 27, 35, generator=torch.Generator().manual_seed(2))
