@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import NdarrayOrTensor
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Randomizable
 from monai.utils import convert_data_type, convert_to_dst_type
 
-__all__ = ["check_channel_first", "to_numpy", "like_input"]
+__all__ = ["check_channel_first", "to_numpy", "like_input", "SeededSimulationd"]
 
 
 def check_channel_first(img: Any, name: str, spatial_ndims: tuple[int, ...] = (2, 3)) -> None:
@@ -59,3 +61,50 @@ def like_input(out: NdarrayOrTensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
     """
     dtype = torch.float32 if isinstance(img, torch.Tensor) else np.float32
     return convert_to_dst_type(out, dst=img, dtype=dtype)[0]
+
+
+class SeededSimulationd(Randomizable, MapTransform):
+    """Base of the dictionary versions of the seeded dose simulations: it wraps the array transform ``simulator``.
+
+    One seed is drawn per call and shared by all ``keys`` (MONAI's convention for random dictionary transforms);
+    normally there is a single key. Subclasses change :meth:`simulate` to write more than the key itself.
+
+    Args:
+        keys: keys of the full-dose images to replace by simulated lower-dose ones.
+        simulator: the array transform, ``Randomizable``, called as ``simulator(img, randomize=False)``.
+        allow_missing_keys: do not raise if a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, simulator: Randomizable, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.simulator = simulator
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> SeededSimulationd:
+        """Seed the wrapped array transform (see ``Randomizable.set_random_state``)."""
+        super().set_random_state(seed, state)
+        self.simulator.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        """Draw the next noise seed."""
+        self.simulator.randomize()
+
+    def simulate(self, d: dict[Hashable, NdarrayOrTensor], key: Hashable) -> None:
+        """Replace ``d[key]`` by its simulated lower-dose version (seed already drawn)."""
+        d[key] = self.simulator(d[key], randomize=False)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """
+        Args:
+            data: dictionary holding the full-dose images under ``keys``.
+
+        Returns:
+            A shallow copy of ``data`` with the images replaced by simulated lower-dose ones.
+        """
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            self.simulate(d, key)
+        return d

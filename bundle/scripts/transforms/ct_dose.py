@@ -29,15 +29,13 @@ texture is that of a plain ramp filter, finer-grained than a B30 kernel's.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
 import numpy as np
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 
 from . import _tomo
-from ._common import check_channel_first, like_input, to_numpy
+from ._common import SeededSimulationd, check_channel_first, like_input, to_numpy
 
 __all__ = ["MU_WATER_70KEV", "SimulateLowDoseCT", "SimulateLowDoseCTd", "ct_noise_variance"]
 
@@ -207,7 +205,7 @@ class SimulateLowDoseCT(Randomizable, Transform):
         return like_input(out, img)
 
 
-class SimulateLowDoseCTd(Randomizable, MapTransform):
+class SimulateLowDoseCTd(SeededSimulationd):
     """Dictionary version of :class:`SimulateLowDoseCT`.
 
     One seed is drawn per call and shared by all ``keys`` (MONAI's convention for random
@@ -222,31 +220,4 @@ class SimulateLowDoseCTd(Randomizable, MapTransform):
     backend = SimulateLowDoseCT.backend
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.simulator = SimulateLowDoseCT(**kwargs)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> SimulateLowDoseCTd:
-        """Seed the wrapped array transform (see ``Randomizable.set_random_state``)."""
-        super().set_random_state(seed, state)
-        self.simulator.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        """Draw the next noise seed."""
-        self.simulator.randomize()
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """
-        Args:
-            data: dictionary holding the CT images (HU) under ``keys``.
-
-        Returns:
-            A shallow copy of ``data`` with the images replaced by simulated lower-dose ones.
-        """
-        d = dict(data)
-        self.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.simulator(d[key], randomize=False)
-        return d
+        super().__init__(keys, SimulateLowDoseCT(**kwargs), allow_missing_keys)

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 import pydicom
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 from scipy.ndimage import gaussian_filter
 
 from . import _tomo
-from ._common import check_channel_first, like_input, to_numpy
+from ._common import SeededSimulationd, check_channel_first, like_input, to_numpy
 
 __all__ = ["SimulateLowDosePET", "SimulateLowDosePETd", "osem", "suv_from_dicom", "thin_counts"]
 
@@ -224,7 +224,7 @@ class SimulateLowDosePET(Randomizable, Transform):
         return self._run(img, randomize, full=True)
 
 
-class SimulateLowDosePETd(Randomizable, MapTransform):
+class SimulateLowDosePETd(SeededSimulationd):
     """Dictionary version of :class:`SimulateLowDosePET`.
 
     One seed is drawn per call and shared by all ``keys`` (MONAI's convention); normally one key.
@@ -249,41 +249,17 @@ class SimulateLowDosePETd(Randomizable, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
+        super().__init__(keys, SimulateLowDosePET(**kwargs), allow_missing_keys)
         if full_dose_key is not None and len(self.keys) != 1:
             raise ValueError("SimulateLowDosePETd: full_dose_key needs exactly one key.")
         self.full_dose_key = full_dose_key
-        self.simulator = SimulateLowDosePET(**kwargs)
 
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> SimulateLowDosePETd:
-        """Seed the wrapped array transform (see ``Randomizable.set_random_state``)."""
-        super().set_random_state(seed, state)
-        self.simulator.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        """Draw the next noise seed."""
-        self.simulator.randomize()
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """
-        Args:
-            data: dictionary holding the full-dose PET images under ``keys``.
-
-        Returns:
-            A shallow copy of ``data`` with the images replaced by simulated low-dose ones (and the
-            full-dose reconstruction under ``full_dose_key`` if set).
-        """
-        d = dict(data)
-        self.randomize()
-        for key in self.key_iterator(d):
-            if self.full_dose_key is None:
-                d[key] = self.simulator(d[key], randomize=False)
-            else:
-                d[key], d[self.full_dose_key] = self.simulator.simulate_pair(d[key], randomize=False)
-        return d
+    def simulate(self, d: dict[Hashable, NdarrayOrTensor], key: Hashable) -> None:
+        """Replace ``d[key]`` by the low-dose image, and store the full-dose reconstruction if asked."""
+        if self.full_dose_key is None:
+            super().simulate(d, key)
+        else:
+            d[key], d[self.full_dose_key] = self.simulator.simulate_pair(d[key], randomize=False)
 
 
 # ---------------------------------------------------------------- SUV
