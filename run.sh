@@ -12,30 +12,24 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=.venv
 DEPLOY_VENV=.venv-deploy
 
+# setup VENV ARGS...: create the environment VENV if missing, then pip install ARGS into it. pip resolves instantly
+# when everything is already installed, so this stays idempotent and quick.
 setup() {
-  if [[ ! -x $VENV/bin/python ]]; then
-    "$PYTHON" -m venv "$VENV"
+  local venv=$1
+  if [[ ! -x $venv/bin/python ]]; then
+    "$PYTHON" -m venv "$venv"
   fi
-  # pip resolves instantly when everything is already installed, so this stays idempotent and quick.
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt "$@"
-}
-
-setup_deploy() {
-  if [[ ! -x $DEPLOY_VENV/bin/python ]]; then
-    "$PYTHON" -m venv "$DEPLOY_VENV"
-  fi
-  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
-    -r deploy/requirements.txt
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${@:2}"
 }
 
 case "${1:-}" in
   demo)
-    setup
+    setup "$VENV" -r requirements.txt
     cd bundle && exec "../$VENV/bin/python" -m scripts.demo "${@:2}"
     ;;
   test)
-    setup -r requirements-dev.txt
-    setup_deploy
+    setup "$VENV" -r requirements.txt -r requirements-dev.txt
+    setup "$DEPLOY_VENV" -r requirements.txt -r deploy/requirements.txt
     "$VENV/bin/ruff" check bundle tests bench deploy
     "$VENV/bin/ruff" format --check bundle tests bench deploy
     exec "$VENV/bin/python" -m pytest "${@:2}"
