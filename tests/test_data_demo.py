@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _workflow_data import BUNDLE, bundle_command
 from monai.data import load_decathlon_datalist
 from scripts.data import DataError, LoadSlicePaird, build_datalist
 from scripts.data import demo as demo_module
 from scripts.data.demo import build_demo_set, main
+from scripts.errors import UserInputError
+from scripts.ownership import MARKER, folder_kind
 from scripts.transforms import MODALITY_WINDOWS, KSpaceCrop
 
 
@@ -22,6 +28,13 @@ def digest(folder: Path) -> dict[str, str]:
         for f in sorted(folder.rglob("*"))
         if f.is_file()
     }
+
+
+def write_user_files(folder: Path) -> None:
+    """A user's data folder: test images and notes the bundle must never touch."""
+    (folder / "test").mkdir(parents=True)
+    (folder / "test" / "case1_lq.nii.gz").write_bytes(b"not the bundle's")
+    (folder / "README.txt").write_text("my data")
 
 
 def test_limited_build_is_deterministic_reused_and_found_by_env(tmp_path, monkeypatch, capsys):
@@ -86,3 +99,66 @@ def test_full_default_build(tmp_path):
         if item["task"] == "pet":
             # DRF 12 is noisier than full dose, with the same mean activity
             assert float((lq - hq).std()) > 0.1 and float(lq.mean()) == pytest.approx(float(hq.mean()), rel=0.1)
+
+
+def test_a_folder_the_bundle_did_not_build_is_never_replaced(tmp_path):
+    user = tmp_path / "amir"
+    write_user_files(user)
+    before = digest(user)
+    for force in (False, True):
+        with pytest.raises(UserInputError, match=r"amir is a folder the bundle did not create .* left untouched"):
+            build_demo_set(user, force=force, limit=1)
+        assert digest(user) == before
+    file = tmp_path / "a_file"
+    file.write_text("mine")
+    with pytest.raises(UserInputError, match="is a file"):
+        build_demo_set(file, limit=1)
+    assert file.read_text() == "mine"
+
+
+def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path):
+    empty = tmp_path / "demo"
+    empty.mkdir()
+    folder = build_demo_set(empty, limit=1)
+    assert folder_kind(folder) == "demo-set" and (folder / "datalist.json").is_file()
+    (folder / "slices" / "mri_000_lq.nii.gz").unlink()  # an incomplete set of the bundle's own is rebuilt
+    build_demo_set(folder, limit=1)
+    assert (folder / "slices" / "mri_000_lq.nii.gz").is_file()
+
+
+def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path):
+    folder = build_demo_set(tmp_path / "demo", limit=1)
+    (folder / MARKER).unlink()  # as built before the marker existed
+    stamp = (folder / "datalist.json").stat().st_mtime_ns
+    assert build_demo_set(folder, limit=1) == folder
+    assert folder_kind(folder) == "demo-set" and (folder / "datalist.json").stat().st_mtime_ns == stamp
+    (folder / MARKER).unlink()
+    (folder / "notes.txt").write_text("a user's file")  # anything more: not adopted, not touched
+    with pytest.raises(UserInputError):
+        build_demo_set(folder, limit=1, force=True)
+    assert (folder / "notes.txt").read_text() == "a user's file"
+
+
+def test_stale_build_folders_of_a_killed_build_are_removed(tmp_path):
+    stale, fresh = tmp_path / ".demo-build-abc", tmp_path / ".demo-build-def"
+    for path in (stale, fresh):
+        (path / "slices").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    build_demo_set(tmp_path / "demo", limit=1)
+    assert not stale.exists() and fresh.exists()  # a build younger than an hour may be another process's
+
+
+@pytest.mark.parametrize("config", ["evaluate.json", "train.json"])
+def test_cli_without_dataset_refuses_a_users_folder_in_one_line(tmp_path, config):
+    user = tmp_path / "amir"
+    write_user_files(user)
+    before = digest(user)
+    result = subprocess.run(
+        bundle_command("--config_file", f"configs/{config}", "--dataset_dir", str(user), "--num_workers", "0"),
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(user) in errors[0] and "--dataset" in errors[0], result.stderr[-2000:]
+    assert digest(user) == before

@@ -19,18 +19,21 @@ pairs: enough to run every workflow end to end, far too small to train a useful 
 
 Files: ``<dir>/slices/<task>_<nnn>_{lq,hq}.nii.gz`` (float32, physical units, (H, W, 1) with an affine stating the
 house orientation) and ``<dir>/datalist.json`` (``training`` / ``validation`` / ``test`` lists, readable by
-``monai.data.load_decathlon_datalist``). The folder is built in a temporary sibling and renamed into place, so an
-interrupted build leaves nothing behind.
+``monai.data.load_decathlon_datalist``), ``<dir>/.amir-bundle.json`` (the bundle's marker: only a folder holding it
+is ever replaced). The folder is built in a temporary sibling and renamed into place, so an interrupted build leaves
+no partial set; a sibling left by a killed build is removed by a later build.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ import numpy as np
 import pydicom
 from monai.data import load_decathlon_datalist
 
+from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET
 from .loading import read_dicom_slice
 from .slices import TASKS, DataError, affine_from_axcodes, normalize_split, orient_slice
@@ -60,6 +64,7 @@ DEMO_VERSION = 1  # bump when the content changes: an older cached set is then r
 DEMO_ENV = "AMIR_DEMO_DIR"
 DEFAULT_DEMO_DIR = Path("~/.cache/amir_bundle/demo")
 DATALIST = "datalist.json"
+DEMO_KIND = "demo-set"  # the kind in the bundle's folder marker (scripts.ownership)
 _KEYS = {"train": "training", "val": "validation", "test": "test"}
 # pydicom's CT test files and the split each one's crops go to
 CT_SOURCES: dict[str, str] = {"J2K_pixelrep_mismatch.dcm": "train", "CT_small.dcm": "val", "693_J2KI.dcm": "test"}
@@ -233,7 +238,22 @@ def _build_into(folder: Path, limit: int | None) -> dict:
     }
     # written last: its presence marks a complete set
     (folder / DATALIST).write_text(json.dumps(datalist, indent=1, sort_keys=True) + "\n")
+    mark_folder(folder, DEMO_KIND)
     return datalist
+
+
+def _adopt_legacy(folder: Path) -> None:
+    """Mark a demo set of version 1, built before the marker existed (``datalist.json`` and ``slices/`` only)."""
+    if not folder.is_dir() or (folder / MARKER).exists():
+        return
+    if {p.name for p in folder.iterdir()} != {DATALIST, "slices"}:
+        return
+    try:
+        datalist = json.loads((folder / DATALIST).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(datalist, dict) and datalist.get("name") == "AMIR demo" and "build" in datalist:
+        mark_folder(folder, DEMO_KIND)
 
 
 def _is_complete(folder: Path, limit: int | None) -> bool:
@@ -247,6 +267,16 @@ def _is_complete(folder: Path, limit: int | None) -> bool:
     return bool(items) and all((folder / item[k]).is_file() for item in items for k in ("image", "label"))
 
 
+def _remove_stale_builds(out: Path, min_age_s: float = 3600.0) -> None:
+    """Remove the temporary siblings of ``out`` that a killed build left (older than ``min_age_s``: a build running
+    in another process at the same time keeps its own)."""
+    now = time.time()
+    for prefix in (f".{out.name}-build-", f".{out.name}-old-"):
+        for path in out.parent.glob(f"{glob.escape(prefix)}*"):
+            if path.is_dir() and now - path.stat().st_mtime > min_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def build_demo_set(out_dir: str | os.PathLike | None = None, force: bool = False, limit: int | None = None) -> Path:
     """Build the demo set (or reuse a complete one of the same version and ``limit``).
 
@@ -258,20 +288,33 @@ def build_demo_set(out_dir: str | os.PathLike | None = None, force: bool = False
     Returns:
         The folder, holding ``datalist.json`` and ``slices/``.
 
+    Only a folder the bundle built as a demo set (it holds the bundle's marker) is ever replaced; a missing or empty
+    folder is built; anything else is left untouched and is an error.
+
     Raises:
         DataError: none of the source images is available.
+        UserInputError: ``out_dir`` holds something that is not a demo set built by the bundle.
     """
     out = Path(out_dir).expanduser() if out_dir is not None else default_demo_dir()
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    if not force and _is_complete(out, limit):
+    _adopt_legacy(out)
+    check_replaceable(
+        out,
+        DEMO_KIND,
+        "The demo dataset builds only into a new or empty folder: for your own data give its builder "
+        "(--dataset ixi, mayo, pet or all-in-one), or leave dataset_dir unset for the default demo folder.",
+    )
+    if not force and folder_kind(out) == DEMO_KIND and _is_complete(out, limit):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the set private once renamed
         _build_into(tmp, limit)
         if out.exists():
+            check_replaceable(out, DEMO_KIND, "It changed while the demo set was being built.")  # checked again
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
             os.replace(out, old / out.name)
             shutil.rmtree(old)

@@ -41,6 +41,8 @@ import numpy as np
 import pydicom
 from nibabel.orientations import aff2axcodes
 
+from ..errors import UserInputError
+
 __all__ = [
     "DataError",
     "TASKS",
@@ -88,7 +90,7 @@ _SPLIT_ALIASES = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """A data set or one of its files cannot be used; the message names the file (or folder) and the problem."""
 
 

@@ -2,5 +2,14 @@
 
 from .amir import AMIR, Restormer
 from .convert import convert_reference_state_dict
+from .presets import DEMO_AMIR, DEMO_RESTORMER, demo_amir, demo_restormer
 
-__all__ = ["AMIR", "Restormer", "convert_reference_state_dict"]
+__all__ = [
+    "AMIR",
+    "DEMO_AMIR",
+    "DEMO_RESTORMER",
+    "Restormer",
+    "convert_reference_state_dict",
+    "demo_amir",
+    "demo_restormer",
+]
