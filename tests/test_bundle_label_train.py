@@ -42,7 +42,7 @@ def write_pairs(folder: Path, count: int) -> list[dict[str, str]]:
 
 
 def test_label_training_overrides_run(tmp_path, monkeypatch, restore_logging):
-    monkeypatch.chdir(BUNDLE)  # MONAI Label runs from the bundle too (its configs use %configs/... macros)
+    monkeypatch.chdir(tmp_path)  # MONAI Label parses the bundle from its own working directory
     data = tmp_path / "datastore"
     data.mkdir()
     items = write_pairs(data, 3)

@@ -61,11 +61,18 @@ def config_stacks() -> dict[str, list[Path]]:
     return stacks
 
 
+def read_stack(stack: list[Path]) -> dict:
+    """The top-level keys of a config stack, as MONAI merges them."""
+    config: dict = {}
+    for path in stack:
+        config.update(json.loads(path.read_text()))
+    return config
+
+
 @pytest.fixture
-def in_bundle(monkeypatch):
-    """Run from the bundle folder, as ``python -m monai.bundle`` is run (``%configs/...`` macros are relative)."""
-    monkeypatch.chdir(BUNDLE)
-    return BUNDLE
+def elsewhere(monkeypatch, tmp_path_factory):
+    """Run from an unrelated folder, as the model zoo's CI and MONAI Label parse a bundle (with ``bundle_root`` set)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
 
 
 @pytest.fixture
@@ -137,7 +144,7 @@ def test_network_data_format_states_io_and_units():
         assert f"[{low:g}, {high:g}] {units[modality]}".strip() in meta["description"], modality
 
 
-def test_verify_net_in_out(in_bundle):
+def test_verify_net_in_out(elsewhere):
     kwargs = {"net_id": "network_def", "meta_file": str(METADATA), "config_file": str(CONFIGS / "inference.json")}
     verify_net_in_out(device="cpu", **kwargs)  # the metadata's smallest input, 16 x 16
     verify_net_in_out(device="cpu", n=3, **kwargs)  # 48 x 48
@@ -146,11 +153,12 @@ def test_verify_net_in_out(in_bundle):
 
 
 @pytest.mark.parametrize("name", sorted(config_stacks()))
-def test_config_parses_and_references_resolve(name, in_bundle):
+def test_config_parses_and_references_resolve(name, elsewhere):
     """Macros, ``@`` references, ``_target_`` components and ``$`` expressions, without instantiating anything."""
     parser = ConfigParser()
     parser.read_config([str(p) for p in config_stacks()[name]])
     parser.read_meta(str(METADATA))
+    parser["bundle_root"] = str(BUNDLE)
     parser.parse()
     items = parser.ref_resolver.items
     assert items, name
@@ -172,6 +180,26 @@ def test_config_parses_and_references_resolve(name, in_bundle):
                 except SyntaxError as e:
                     problems.append(f"{id_}: expression {code!r}: {e.msg}")
     assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, stack in config_stacks().items() if "network_def" in read_stack(stack))
+)
+def test_network_def_is_the_shipped_one_and_takes_path_overrides(name, elsewhere):
+    """Every config builds the shipped demo network, and ``--network_def#dim 8`` style overrides change it."""
+    from scripts.networks import DEMO_AMIR
+
+    def network(**overrides) -> torch.nn.Module:
+        parser = ConfigParser()
+        parser.read_config([str(p) for p in config_stacks()[name]])
+        parser.update({"bundle_root": str(BUNDLE), **overrides})
+        return parser.get_parsed_content("network_def")
+
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network().load_state_dict(shipped)  # strict: the shipped weights fit the network every config builds
+    small = network(**{"network_def#dim": 8, "network_def#num_blocks": [1, 1, 1, 1]})
+    assert small.patch_embed.out_channels == 8 != DEMO_AMIR["dim"]
+    assert sum(1 for _ in small.encoder_level2.modules()) < sum(1 for _ in network().encoder_level2.modules())
 
 
 def test_logging_conf_is_accepted(tmp_path, restore_logging):
@@ -200,7 +228,7 @@ def small_inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(("config", "workflow_type"), [("train.json", "train"), ("inference.json", "infer")])
-def test_workflow_properties(config, workflow_type, small_inputs, in_bundle, tmp_path, monkeypatch, restore_logging):
+def test_workflow_properties(config, workflow_type, small_inputs, elsewhere, tmp_path, monkeypatch, restore_logging):
     """MONAI's required train / infer properties exist (they are instantiated: small network and data)."""
     monkeypatch.setenv("AMIR_DEMO_DIR", str(small_inputs["demo"]))
     data = small_inputs["demo"] if workflow_type == "train" else small_inputs["images"]

@@ -42,14 +42,7 @@ DEFAULT_OUTPUT_DIR = BUNDLE_ROOT.parent / "outputs" / "demo"
 RESTORMER_DEMO: tuple[str, Path, dict[str, Any]] = (
     "Restormer (same size)",
     BUNDLE_ROOT / "models" / "restormer_demo.pt",
-    {
-        "_target_": "scripts.networks.Restormer",
-        "dim": 18,
-        "num_blocks": [1, 2, 2, 2],
-        "num_refinement_blocks": 1,
-        "heads": [1, 2, 4, 8],
-        "gradient_checkpointing": False,
-    },
+    {"_target_": "scripts.networks.demo_restormer"},
 )
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import TensorBoardHandler
 from PIL import Image, ImageDraw
 
+from ..atomic import atomic_path
 from ..transforms import CT_METRIC_WINDOW
 
 __all__ = ["ERROR_GAIN", "as_item_list", "display_window", "restoration_panel", "save_png", "TaskTripletsHandler"]
@@ -101,11 +101,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
         image: (H, W) uint8.
         path: destination; its folder is created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 class TaskTripletsHandler(TensorBoardHandler):

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from ..atomic import remove_stale_temporaries, write_text_atomic
 from .figures import as_item_list, restoration_panel, save_png
 from .metrics import METRIC_NAMES, restoration_metrics
 
@@ -76,13 +77,6 @@ def markdown_table(rows: Sequence[Mapping[str, str | float]], tasks: Sequence[st
             cells.append(f"{sum(values) / len(values):.4f}" if len(values) == len(present) and values else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _slug(text: str) -> str:
@@ -143,8 +137,9 @@ class RestorationReport:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def reset(self, engine: Engine | None = None) -> None:
-        """Forget the slices recorded."""
+        """Forget the slices recorded, and remove what a killed earlier report left half-written."""
         self.rows, self._figures = [], {}
+        remove_stale_temporaries(self.output_dir, recursive=True)
 
     def record(self, engine: Engine) -> None:
         """Metrics of every method on the slices of this iteration, and their figures."""
@@ -181,9 +176,9 @@ class RestorationReport:
         writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        _write_text_atomic(buffer.getvalue(), csv_path)
+        write_text_atomic(buffer.getvalue(), csv_path)
         table = markdown_table(rows, self.tasks)
-        _write_text_atomic(table, self.output_dir / "metrics.md")
+        write_text_atomic(table, self.output_dir / "metrics.md")
         logger.info(f"Evaluation report in {self.output_dir}:\n{table}")
         return table
 

@@ -1,0 +1,60 @@
+"""Tests of scripts.atomic: unique temporary names, whole files only, the bundle's own leftovers cleaned."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import numpy as np
+import pytest
+from scripts.atomic import TEMP_TAG, atomic_path, remove_stale_temporaries, write_text_atomic
+from scripts.workflows import save_png
+
+
+def test_two_writers_into_one_folder_get_different_temporary_names(tmp_path):
+    target = tmp_path / "metrics.md"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.parent == second.parent == tmp_path
+        assert TEMP_TAG in first.name and first.name.startswith(".metrics.md")
+        first.write_text("one")
+        second.write_text("two")
+    assert target.read_text() == "one"  # the writer that finished last (the outer block) wins, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.md"]
+
+
+def test_result_is_an_ordinary_file_and_keeps_the_extension(tmp_path):
+    target = tmp_path / "sub" / "image.nii.gz"
+    with atomic_path(target) as tmp:
+        assert tmp.name.endswith(".nii.gz")
+        tmp.write_bytes(b"x")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.csv"
+    write_text_atomic("old", target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_only_old_leftovers_of_the_bundle_are_removed(tmp_path):
+    (tmp_path / "figures").mkdir()
+    old = tmp_path / "figures" / f".a.png{TEMP_TAG}abc.png"
+    young = tmp_path / f".b.md{TEMP_TAG}def.md"
+    users = tmp_path / ".c.png.tmp"  # not the bundle's naming: never touched
+    for path in (old, young, users):
+        path.write_text("partial")
+    past = time.time() - 7200
+    for path in (old, users):
+        os.utime(path, (past, past))
+    assert remove_stale_temporaries(tmp_path) == []  # not recursive: the old one is in a subfolder
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [old]
+    assert young.exists() and users.exists() and not old.exists()
+
+
+def test_png_is_written_atomically(tmp_path):
+    save_png(np.zeros((4, 5), np.uint8), tmp_path / "f.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
