@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -113,3 +114,10 @@ def demo_dir() -> Path:
 def bundle_command(*args: str) -> list[str]:
     """``python -m monai.bundle run ...`` with this interpreter (run it with ``cwd=BUNDLE``)."""
     return [sys.executable, "-m", "monai.bundle", "run", *args]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (as the writer of a temporary file a killed run left)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import time
 
 import numpy as np
 import pytest
-from scripts.atomic import TEMP_TAG, atomic_path, remove_stale_temporaries, write_text_atomic
+from _workflow_data import dead_pid
+from scripts.atomic import TEMP_TAG, atomic_path, remove_stale_temporaries, temporary_name, write_text_atomic
+from scripts.ownership import MARKER
 from scripts.workflows import save_png
 
 
@@ -40,19 +40,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
-def test_only_old_leftovers_of_the_bundle_are_removed(tmp_path):
+def test_only_leftovers_of_dead_bundle_writers_are_removed(tmp_path):
     (tmp_path / "figures").mkdir()
-    old = tmp_path / "figures" / f".a.png{TEMP_TAG}abc.png"
-    young = tmp_path / f".b.md{TEMP_TAG}def.md"
-    users = tmp_path / ".c.png.tmp"  # not the bundle's naming: never touched
-    for path in (old, young, users):
+    stale = tmp_path / "figures" / f"{temporary_name('a.png', dead_pid())}abc.png"
+    own = tmp_path / f"{temporary_name('b.md')}def.md"  # this process's write in progress
+    users = [tmp_path / ".c.png.tmp", tmp_path / f".d{TEMP_TAG}notapid.png", tmp_path / MARKER]
+    for path in (stale, own, *users):
         path.write_text("partial")
-    past = time.time() - 7200
-    for path in (old, users):
-        os.utime(path, (past, past))
-    assert remove_stale_temporaries(tmp_path) == []  # not recursive: the old one is in a subfolder
-    assert remove_stale_temporaries(tmp_path, recursive=True) == [old]
-    assert young.exists() and users.exists() and not old.exists()
+    assert remove_stale_temporaries(tmp_path) == []  # not recursive: the stale one is in a subfolder
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [stale]
+    assert own.exists() and all(p.exists() for p in users) and not stale.exists()
+    assert remove_stale_temporaries(tmp_path / "missing") == []
 
 
 def test_png_is_written_atomically(tmp_path):

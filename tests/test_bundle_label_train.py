@@ -90,6 +90,6 @@ def test_label_training_overrides_run(tmp_path, monkeypatch, restore_logging):
         )
     finally:
         set_determinism(seed=None)
-    written = sorted(p.name for p in (bundle_root / "eval").rglob("*.pt"))
+    written = sorted(p.name for p in (bundle_root / "runs").rglob("*.pt"))
     assert written, "training wrote no checkpoint"
     assert json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]

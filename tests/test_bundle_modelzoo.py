@@ -138,6 +138,9 @@ def test_network_data_format_states_io_and_units():
     for tensor in (fmt["inputs"]["image"], fmt["outputs"]["pred"]):
         assert tensor["num_channels"] == 1 and tensor["dtype"] == "float32"
         assert tensor["value_range"] == [0, 1] and len(tensor["spatial_shape"]) == 2
+        # any H, W >= 16 (the network pads to a multiple of 8): n = 1, 2, ... gives 16, 17, ...
+        sizes = [bundle_scripts._get_fake_spatial_shape(tensor["spatial_shape"], n=n) for n in (1, 2, 9)]
+        assert sizes == [(16, 16), (17, 17), (24, 24)]
     # the description gives every modality's window, as scripts.transforms defines it
     units = {"ct": "HU", "mri": "", "pet": "SUV"}
     for modality, (low, high) in MODALITY_WINDOWS.items():
@@ -146,8 +149,8 @@ def test_network_data_format_states_io_and_units():
 
 def test_verify_net_in_out(elsewhere):
     kwargs = {"net_id": "network_def", "meta_file": str(METADATA), "config_file": str(CONFIGS / "inference.json")}
-    verify_net_in_out(device="cpu", **kwargs)  # the metadata's smallest input, 16 x 16
-    verify_net_in_out(device="cpu", n=3, **kwargs)  # 48 x 48
+    verify_net_in_out(device="cpu", **kwargs)  # "15+n" with n = 1: the smallest input, 16 x 16
+    verify_net_in_out(device="cpu", n=8, **kwargs)  # 23 x 23: any size from 16 on, not only multiples of 8
     with pytest.raises(ValueError, match="output channel"):
         verify_net_in_out(device="cpu", **kwargs, **{"_meta_#network_data_format#outputs#pred#num_channels": 2})
 

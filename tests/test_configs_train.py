@@ -1,80 +1,213 @@
-"""configs/train.json and configs/multi_gpu_train.json through the CLI: a short run killed and resumed, and DDP."""
+"""configs/train.json and configs/multi_gpu_train.json through the CLI: run folders, a run killed and resumed to the
+uninterrupted result, resume checks, extending a run, short runs, bad data reported before training, and DDP."""
 
+import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
-from _workflow_data import BUNDLE, bundle_command, demo_dir, tiny_network_config
+from _workflow_data import BUNDLE, bundle_command, dead_pid, demo_dir, tiny_network_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run, so that results compare bitwise
 
 
 @pytest.fixture(scope="module")
-def tiny_options(tmp_path_factory):
-    network = tiny_network_config(tmp_path_factory.mktemp("net") / "tiny.json")
-    return [
-        "--dataset_dir", str(demo_dir()), "--network_def", network, "--batch_size", "2", "--patch_size", "[32,32]",
-        "--val_interval", "2", "--num_val_slices", "1", "--num_workers", "0", "--log_interval", "1",
-    ]  # fmt: skip
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
 
 
-def last_iteration(output_dir):
-    return torch.load(output_dir / "models" / "checkpoint_last.pt", weights_only=True)["trainer"]["iteration"]
+@pytest.fixture(scope="module")
+def tiny_options(tmp_path_factory, runs_dir):
+    return options(tmp_path_factory.mktemp("net"), runs_dir)
 
 
-def test_training_killed_then_resumed_ends_at_the_same_iteration(tmp_path, tiny_options):
-    out = tmp_path / "train"
-    options = [*tiny_options, "--output_dir", str(out), "--num_iterations", "10"]
-    checkpoint = out / "models" / "checkpoint_last.pt"
-    first = subprocess.Popen(
-        bundle_command("training", "--config_file", "configs/train.json", *options),
-        cwd=BUNDLE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+def options(net_dir, runs_dir, **changes):
+    """Command-line options of a tiny, fast run (``changes`` replace or add options)."""
+    values = {
+        "dataset_dir": str(demo_dir()),
+        "network_def": tiny_network_config(net_dir / "tiny.json"),
+        "batch_size": "2",
+        "patch_size": "[32,32]",
+        "val_interval": "2",
+        "num_val_slices": "1",
+        "num_workers": "0",
+        "log_interval": "1",
+        "runs_dir": str(runs_dir),
+        **changes,
+    }
+    return [text for key, value in values.items() for text in (f"--{key}", value)]
+
+
+def train(options, *args, **kwargs):
+    command = bundle_command("training", "--config_file", "configs/train.json", *options, *args)
+    return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ENV, **kwargs)
+
+
+def checkpoint(run):
+    return torch.load(run / "models" / "checkpoint_last.pt", weights_only=True)
+
+
+def saved_at(stdout):
+    return [int(i) for i in re.findall(r"Saved checkpoint at iteration (\d+)", stdout)]
+
+
+def assert_one_line_error(result, *expected):
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for text in expected:
+        assert text in errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_options, runs_dir):
+    """A run of 10 iterations in one go."""
+    result = train(tiny_options, "--run_name", "reference", "--num_iterations", "10")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert saved_at(result.stdout) == [2, 4, 6, 8, 10]
+    return runs_dir / "reference"
+
+
+def copy_run(reference_run, name):
+    copy = reference_run.parent / name
+    shutil.copytree(reference_run, copy)
+    return copy
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tiny_options, runs_dir, reference_run):
+    run = runs_dir / "killed"
+    options = [*tiny_options, "--run_name", "killed", "--num_iterations", "10"]
+    last = run / "models" / "checkpoint_last.pt"
+    command = bundle_command("training", "--config_file", "configs/train.json", *options)
+    first = subprocess.Popen(command, cwd=BUNDLE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
         deadline = time.monotonic() + 240
-        while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        while not last.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
     finally:
         first.wait()
     assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
-    killed_at = last_iteration(out)
+    killed_at = checkpoint(run)["trainer"]["iteration"]
     assert killed_at in (2, 4, 6, 8)
+    stale = run / "models" / f".model.pt.amir-tmp-{dead_pid()}-k1ll3d00.pt"  # as a kill during a write leaves it
+    stale.write_bytes(b"partial")
 
-    resumed = subprocess.run(
-        bundle_command("--config_file", "configs/train.json", *options, "--resume", "true"),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    resumed = train(options, "--resume", "true")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"Resumed from {checkpoint} at iteration {killed_at}" in resumed.stdout
-    saved_at = [int(i) for i in re.findall(r"Saved checkpoint at iteration (\d+)", resumed.stdout)]
-    assert saved_at == list(range(killed_at + 2, 11, 2))  # continues after the checkpoint, nothing repeated
-    saved = torch.load(checkpoint, weights_only=True)
-    assert saved["trainer"]["iteration"] == 10
-    assert saved["lr_scheduler"]["last_epoch"] == 10  # cosine schedule stepped once per iteration
-    assert (out / "models" / "model.pt").is_file()
-    assert list(out.glob("events.out.tfevents.*"))
-    assert "val_psnr_mri" in resumed.stdout and "val_ssim_ct" in resumed.stdout
+    assert f"Resumed from {last} at iteration {killed_at}" in resumed.stdout
+    assert saved_at(resumed.stdout) == list(range(killed_at + 2, 11, 2))  # continues after the checkpoint
+    assert not stale.exists()
+    # the same weights, optimizer state and best metric as the run that was never stopped, bit for bit
+    done, reference = checkpoint(run), checkpoint(reference_run)
+    for part in ("model", "optimizer", "best", "lr_scheduler"):
+        assert same(done[part], reference[part]), part
+    assert done["trainer"]["iteration"] == 10
+    best, best_reference = (torch.load(r / "models" / "model.pt", weights_only=True) for r in (run, reference_run))
+    assert all(torch.equal(best[k], best_reference[k]) for k in best_reference)
+    for path in (last, run / "models" / "model.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    record = json.loads((run / "run.json").read_text())
+    assert [start["resume"] for start in record["starts"]] == [False, True]
+    assert list(run.glob("events.out.tfevents.*")) and "val_ssim_ct" in resumed.stdout
+
+
+def same(a, b) -> bool:
+    """Equal nested state dicts, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def test_resume_refuses_other_data_and_a_new_run_does_not_overwrite(tiny_options, reference_run):
+    copy_run(reference_run, "other-data")
+    result = train(tiny_options, "--run_name", "other-data", "--resume", "true", "--tasks", "['mri']")
+    assert_one_line_error(
+        result, "error: resume: run", "data: tasks ['mri', 'ct', 'pet'] (now ['mri'])", "--resume_force"
+    )
+    result = train(tiny_options, "--run_name", "other-data", "--num_iterations", "10")
+    assert_one_line_error(result, "holds a training run already", "--overwrite true")
+    assert checkpoint(reference_run.parent / "other-data")["trainer"]["iteration"] == 10  # untouched
+
+
+def test_extending_a_run_keeps_the_new_interval_and_ends_at_the_minimum_rate(tiny_options, reference_run):
+    run = copy_run(reference_run, "extended")
+    options = [*tiny_options, "--run_name", "extended", "--resume", "true"]
+    result = train(options, "--num_iterations", "10")
+    assert_one_line_error(result, "has trained 10 iterations already", "--num_iterations larger than 10")
+    result = train([*options, "--num_iterations", "15", "--val_interval", "3"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert saved_at(result.stdout) == [12, 15]  # validation every 3 iterations now, as asked
+    state = checkpoint(run)
+    assert state["trainer"]["iteration"] == 15 and state["trainer"]["epoch_length"] == 3
+    assert state["lr_scheduler"]["T_max"] == 15 and state["lr_scheduler"]["last_epoch"] == 15
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-6, rel=1e-9)  # min_learning_rate
+    assert json.loads((run / "run.json").read_text())["num_iterations"] == 15
+
+
+def test_a_short_run_is_one_short_interval_logged_from_its_first_iteration(tmp_path, runs_dir):
+    before = set(runs_dir.iterdir())
+    short = options(tmp_path, runs_dir, num_iterations="3", val_interval="1000", log_interval="100")
+    result = train(short)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert saved_at(result.stdout) == [3] and "val_psnr_mri" in result.stdout
+    assert all(f"iteration {i}/3 -- train_loss" in result.stdout for i in (1, 2, 3))
+    assert "Epoch [" not in result.stderr and "training: 100%" in result.stderr
+    (new,) = set(runs_dir.iterdir()) - before  # its own, time-stamped folder
+    assert new.name.startswith("train-") and (new / ".amir-bundle.json").is_file()
+    assert (new / "models" / "model.pt").is_file() and (new / "config.json").is_file()
+
+
+def test_bad_training_data_is_reported_at_once_before_training(tiny_options, runs_dir, tmp_path):
+    data = tmp_path / "demo"
+    shutil.copytree(demo_dir(), data)
+    training = json.loads((data / "datalist.json").read_text())["training"]
+    broken = data / training[0]["image"]
+    broken.write_bytes(b"not a NIfTI file")
+    nan = data / training[1]["label"]
+    image = nib.load(nan)
+    values = np.asarray(image.dataobj, dtype=np.float32)
+    values[0, 0] = np.nan
+    nib.save(nib.Nifti1Image(values, image.affine), nan)
+    options = [*tiny_options, "--dataset_dir", str(data), "--run_name", "bad-data", "--num_iterations", "4"]
+    result = train(options)
+    line = assert_one_line_error(result, "error: training data: 2 problem(s)")
+    problems = result.stderr.split(line, 1)[1].strip().splitlines()
+    assert str(broken) in problems[0] + problems[1] and str(nan) in problems[0] + problems[1]
+    assert not (runs_dir / "bad-data" / "models").exists()  # nothing trained
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_multi_gpu_config_runs_two_processes_with_gloo(tmp_path, tiny_options):
-    out = tmp_path / "ddp"
+def test_multi_gpu_config_runs_two_processes_with_gloo(tiny_options, runs_dir):
+    before = set(runs_dir.iterdir())
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", "training",
         "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
-        *tiny_options, "--output_dir", str(out), "--num_iterations", "4",
+        *tiny_options, "--num_iterations", "5",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert last_iteration(out) == 4
-    assert result.stdout.count("Saved checkpoint at iteration 4") == 1  # rank 0 only
-    assert (out / "models" / "model.pt").is_file()
+    (run,) = set(runs_dir.iterdir()) - before  # one time-stamped folder: rank 0 told rank 1 its name
+    assert checkpoint(run)["trainer"]["iteration"] == 5
+    assert result.stdout.count("Saved checkpoint at iteration 5") == 1  # rank 0 only
+    assert saved_at(result.stdout) == [2, 4, 5]
+    assert (run / "models" / "model.pt").is_file()
 
 
 def test_mlflow_tracking_hook_patches_both_engines(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Tests of scripts.data.demo: offline, deterministic, atomic build of the demo set."""
+"""Tests of scripts.data.demo: offline, deterministic, atomic build of the demo set (version 1, the small set;
+version 2, the real-image corpus, is tested in test_data_corpus.py)."""
 
 from __future__ import annotations
 
@@ -39,17 +40,17 @@ def write_user_files(folder: Path) -> None:
 
 def test_limited_build_is_deterministic_reused_and_found_by_env(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AMIR_DEMO_DIR", str(tmp_path / "env_demo"))
-    val = build_datalist("demo", None, split="val", limit=1)  # builds the missing set in $AMIR_DEMO_DIR
+    val = build_datalist("demo", None, split="val", limit=1, version=1)  # builds the missing set in $AMIR_DEMO_DIR
     folder = tmp_path / "env_demo"
     assert [i["task"] for i in val] == ["mri", "ct", "pet"]
     assert all(Path(i["image"]).parent == folder / "slices" for i in val)
     first = digest(folder)
     stamp = (folder / "datalist.json").stat().st_mtime_ns
-    assert build_datalist("demo", None, tasks=("ct",), split="test", limit=1)[0]["task"] == "ct"
+    assert build_datalist("demo", None, tasks=("ct",), split="test", limit=1, version=1)[0]["task"] == "ct"
     assert (folder / "datalist.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert main(["--out", str(folder), "--limit", "1"]) == 0
+    assert main(["--out", str(folder), "--limit", "1", "--version", "1"]) == 0
     assert capsys.readouterr().out.strip() == str(folder)
-    other = build_demo_set(tmp_path / "again", limit=1)
+    other = build_demo_set(tmp_path / "again", limit=1, version=1)
     assert digest(other) == first  # byte-identical rebuild
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
@@ -64,13 +65,13 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_module, "_write_nifti", lambda *a: written.append(a[-1]) or write(*a))
     monkeypatch.setattr(demo_module, "_ct_pairs", broken)  # MRI slices are written before CT
     with pytest.raises(DataError, match="half-way"):
-        build_demo_set(tmp_path / "demo", limit=1)
+        build_demo_set(tmp_path / "demo", limit=1, version=1)
     assert len(written) == 6  # 3 MRI pairs were on disk when the build failed
     assert list(tmp_path.iterdir()) == []
 
 
 def test_full_default_build(tmp_path):
-    folder = build_demo_set(tmp_path / "demo")  # about 9 s on 2 cores: see bench/data.py
+    folder = build_demo_set(tmp_path / "demo", version=1)  # about 9 s on 2 cores: see bench/data.py
     raw = json.loads((folder / "datalist.json").read_text())
     counts = {
         k: {t: sum(i["task"] == t for i in raw[k]) for t in ("mri", "ct", "pet")}
@@ -107,35 +108,35 @@ def test_a_folder_the_bundle_did_not_build_is_never_replaced(tmp_path):
     before = digest(user)
     for force in (False, True):
         with pytest.raises(UserInputError, match=r"amir is a folder the bundle did not create .* left untouched"):
-            build_demo_set(user, force=force, limit=1)
+            build_demo_set(user, force=force, limit=1, version=1)
         assert digest(user) == before
     file = tmp_path / "a_file"
     file.write_text("mine")
     with pytest.raises(UserInputError, match="is a file"):
-        build_demo_set(file, limit=1)
+        build_demo_set(file, limit=1, version=1)
     assert file.read_text() == "mine"
 
 
 def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path):
     empty = tmp_path / "demo"
     empty.mkdir()
-    folder = build_demo_set(empty, limit=1)
+    folder = build_demo_set(empty, limit=1, version=1)
     assert folder_kind(folder) == "demo-set" and (folder / "datalist.json").is_file()
     (folder / "slices" / "mri_000_lq.nii.gz").unlink()  # an incomplete set of the bundle's own is rebuilt
-    build_demo_set(folder, limit=1)
+    build_demo_set(folder, limit=1, version=1)
     assert (folder / "slices" / "mri_000_lq.nii.gz").is_file()
 
 
 def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path):
-    folder = build_demo_set(tmp_path / "demo", limit=1)
+    folder = build_demo_set(tmp_path / "demo", limit=1, version=1)
     (folder / MARKER).unlink()  # as built before the marker existed
     stamp = (folder / "datalist.json").stat().st_mtime_ns
-    assert build_demo_set(folder, limit=1) == folder
+    assert build_demo_set(folder, limit=1, version=1) == folder
     assert folder_kind(folder) == "demo-set" and (folder / "datalist.json").stat().st_mtime_ns == stamp
     (folder / MARKER).unlink()
     (folder / "notes.txt").write_text("a user's file")  # anything more: not adopted, not touched
     with pytest.raises(UserInputError):
-        build_demo_set(folder, limit=1, force=True)
+        build_demo_set(folder, limit=1, force=True, version=1)
     assert (folder / "notes.txt").read_text() == "a user's file"
 
 
@@ -144,7 +145,7 @@ def test_stale_build_folders_of_a_killed_build_are_removed(tmp_path):
     for path in (stale, fresh):
         (path / "slices").mkdir(parents=True)
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    build_demo_set(tmp_path / "demo", limit=1)
+    build_demo_set(tmp_path / "demo", limit=1, version=1)
     assert not stale.exists() and fresh.exists()  # a build younger than an hour may be another process's
 
 

@@ -1,4 +1,5 @@
-"""The MONAI Deploy application (deploy/app): NIfTI and DICOM in, float32 NIfTI out, same result as the bundle."""
+"""The MONAI Deploy application (deploy/app): NIfTI and DICOM in, float32 NIfTI or DICOM out, same result as the
+bundle."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import itk
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from _data_factories import write_series
@@ -87,7 +90,7 @@ def test_dicom_series_modality_from_header(tiny_bundle, tmp_path):
     series.mkdir(parents=True)
     write_series(series, values=[900, 1000, 1100, 1200], offset=0, series_number=3, prefix="CT", size=24)
     output = tmp_path / "out"
-    result = run_app(tiny_bundle, series.parent, output)  # a folder: the series is found inside it
+    result = run_app(tiny_bundle, series.parent, output, "--output-format", "nifti")  # the series is found inside
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     written = nib.load(str(output / "ct_series_restored.nii.gz"))
@@ -96,6 +99,31 @@ def test_dicom_series_modality_from_header(tiny_bundle, tmp_path):
     expected = bundle_restore(tiny_bundle, series, None)  # Modality CT from the DICOM header
     assert restored.shape == expected.shape and sorted(restored.shape) == [4, 24, 24]
     np.testing.assert_allclose(restored, expected, rtol=0, atol=1e-3)
+
+
+def test_dicom_series_to_dicom(tiny_bundle, tmp_path):
+    series = tmp_path / "study" / "ct_series"
+    write_series(series, values=[900, 1000, 1100], offset=0, series_number=3, prefix="CT", size=24)
+    output = tmp_path / "out"
+    result = run_app(tiny_bundle, series.parent, output)  # output format auto: DICOM in, DICOM out
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    folder = output / "ct_series_restored"
+    written = sorted(
+        (pydicom.dcmread(p) for p in folder.glob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
+    sources = sorted((pydicom.dcmread(p) for p in series.iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    assert len(written) == 3 and len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert written[0].SeriesInstanceUID != sources[0].get("SeriesInstanceUID") and written[0].PatientID == "TEST"
+    assert list(written[0].ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    expected = bundle_restore(tiny_bundle, series, None)  # (columns, rows, slices), HU
+    for k, ds in enumerate(written):
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_allclose(hu, expected[:, :, k].T, atol=0.51)  # stored in 1 HU steps
+        assert ds.ImagePositionPatient == sources[k].ImagePositionPatient
+    restored, source = itk.imread(str(folder)), itk.imread(str(series))
+    assert np.allclose(restored.GetOrigin(), source.GetOrigin())
+    assert np.allclose(restored.GetSpacing(), source.GetSpacing())
 
 
 def test_nifti_without_modality_fails_clearly(tiny_bundle, tmp_path):

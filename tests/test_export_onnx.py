@@ -47,6 +47,7 @@ def test_new_sizes_match_eager(exported):
 
 def test_axes_are_symbolic_and_network_unchanged(exported):
     net, path = exported
+    assert path.stat().st_mode & 0o777 == 0o644  # readable like the images, not mkstemp's 0600
     model = onnx.load(str(path))
     (graph_input,) = model.graph.input
     assert graph_input.name == "image"

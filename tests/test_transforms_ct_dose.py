@@ -150,11 +150,41 @@ def test_noise_variance_formula_against_monte_carlo():
         ({"i0": -1.0}, "i0"),
         ({"electronic_noise_std": -1.0}, "electronic_noise_std"),
         ({"num_angles": 0}, "num_angles"),
+        ({"body_diameter_cm": 30.0}, "circle=False"),
+        ({"body_diameter_cm": -1.0, "circle": False}, "body_diameter_cm"),
+        ({"kernel_resolution_cm": 0.0}, "kernel_resolution_cm"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SimulateLowDoseCT(**kwargs)
+
+
+def test_a_crop_in_its_body_gets_the_noise_of_the_whole_body(full_dose_disk):
+    """A 11.2 cm crop of the 30 cm disk: alone it is a small object (little noise); in a 30 cm water body its
+    centre gets the whole disk's noise (same dose, same pixel size)."""
+    _, whole_std = full_dose_disk
+    crop = _water_disk()[:, 176:336, 176:336]
+    stds = {}
+    for body in (None, 30.0):
+        simulate = SimulateLowDoseCT(1.0, input_dose_fraction=None, circle=False, body_diameter_cm=body, seed=3)
+        stds[body] = float(simulate(crop)[0][_centre_roi(160)].std())
+    assert stds[30.0] == pytest.approx(whole_std, rel=0.08)
+    assert stds[None] < 0.4 * whole_std
+
+
+def test_pixels_finer_than_the_kernel_get_the_kernels_noise():
+    """A 12 cm water disk at 0.35 mm pixels: a ramp filter gives 2^1.5 times the noise of 0.7 mm pixels; a kernel
+    resolving 0.7 mm gives about the 0.7 mm noise."""
+
+    def centre_std(pixel_cm, size, **kwargs):
+        disk = _water_disk(size, diameter_cm=12.0, pixel_cm=pixel_cm)
+        out = SimulateLowDoseCT(1.0, input_dose_fraction=None, pixel_size_cm=pixel_cm, seed=5, **kwargs)(disk)
+        return float(out[0][_centre_roi(size, radius=int(1.5 / pixel_cm))].std())
+
+    coarse = centre_std(0.07, 180)
+    assert centre_std(0.035, 360) == pytest.approx(2**1.5 * coarse, rel=0.15)
+    assert centre_std(0.035, 360, kernel_resolution_cm=0.07) == pytest.approx(coarse, rel=0.2)
 
 
 def test_bad_shape_raises():

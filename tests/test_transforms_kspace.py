@@ -1,9 +1,19 @@
-"""Tests of scripts.transforms.kspace (MRI k-space truncation)."""
+"""Tests of scripts.transforms.kspace (MRI k-space truncation and zero-filling)."""
 
 import numpy as np
 import pytest
 import torch
-from scripts.transforms import KSpaceCrop, KSpaceCropd, kspace_truncate, kspace_window
+from monai.data import MetaTensor
+from monai.transforms import Orientation
+from scripts.transforms import (
+    KSpaceCrop,
+    KSpaceCropd,
+    KSpaceZeroFill,
+    KSpaceZeroFilld,
+    kspace_truncate,
+    kspace_window,
+    zero_fill_affine,
+)
 
 
 def _rand(shape, seed=0):
@@ -120,3 +130,94 @@ def test_dict_version_wraps_array_version():
     with pytest.raises(KeyError):
         KSpaceCropd(keys="missing")(data)
     assert "missing" not in KSpaceCropd(keys="missing", allow_missing_keys=True)(data)
+
+
+def band_limited(points: np.ndarray, period: float = 256.0) -> np.ndarray:
+    """A positive image, periodic over ``period`` mm, with frequencies below 32 cycles: exact on a 64-point grid.
+
+    Args:
+        points: (..., 2) world coordinates in mm.
+    """
+    x, y = points[..., 0] / period, points[..., 1] / period
+    return (
+        1000.0
+        + 300 * np.cos(2 * np.pi * 3 * x + 0.3) * np.sin(2 * np.pi * 5 * y + 1.1)
+        + 200 * np.cos(2 * np.pi * (31 * x + 30 * y))
+        + 100 * np.sin(2 * np.pi * -17 * y + 0.2)
+    )
+
+
+def voxel_centres(affine: np.ndarray, shape) -> np.ndarray:
+    """World (x, y) of every voxel centre of a 2-D grid, shape (*shape, 2)."""
+    i, j = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    return np.stack(
+        [affine[0, 0] * i + affine[0, 1] * j + affine[0, 3], affine[1, 0] * i + affine[1, 1] * j + affine[1, 3]], -1
+    )
+
+
+@pytest.mark.parametrize("size", [64, 63])
+def test_zero_fill_restores_a_band_limited_image_on_the_fine_grid(size):
+    spacing = 256.0 / size  # the same 256 mm field of view, 64 or 63 samples
+    coarse_affine = np.diag([spacing, spacing, 1.0, 1.0])
+    values = band_limited(voxel_centres(coarse_affine, (size, size)))[None]
+    coarse = MetaTensor(torch.as_tensor(values, dtype=torch.float32), affine=torch.as_tensor(coarse_affine))
+    fine = KSpaceZeroFill(4)(coarse)
+    assert fine.shape == (1, 4 * size, 4 * size)
+    affine = fine.affine.numpy()
+    assert np.allclose(np.diag(affine)[:2], spacing / 4)
+    assert np.allclose(affine[:2, 3], -1.5 * spacing / 4)  # first fine centre: coarse edge + half a fine voxel
+    # the field of view (outer edges) and its centre are those of the coarse grid
+    assert np.allclose(
+        affine[0, 3] - affine[0, 0] / 2 + np.arange(2) * 4 * size * affine[0, 0], [-spacing / 2, 256 - spacing / 2]
+    )
+    expected = band_limited(voxel_centres(affine, fine.shape[1:]))
+    np.testing.assert_allclose(fine[0].numpy(), expected, atol=2e-3)
+    np.testing.assert_allclose(
+        fine[0, ::4, ::4].numpy().mean(), band_limited(voxel_centres(coarse_affine, (size, size))).mean(), rtol=1e-5
+    )
+
+
+def test_zero_fill_of_a_volume_is_slicewise_with_separate_factors_and_keeps_the_input():
+    volume = torch.as_tensor(_rand((1, 12, 10, 3)))
+    before = volume.clone()
+    out = KSpaceZeroFill((2, 3))(volume)
+    assert out.shape == (1, 24, 30, 3) and out.dtype == torch.float32
+    for k in range(3):
+        torch.testing.assert_close(out[..., k], KSpaceZeroFill((2, 3))(volume[..., k]))
+    assert torch.equal(volume, before)
+    assert isinstance(KSpaceZeroFill(2)(_rand((1, 8, 8))), np.ndarray)
+    same = MetaTensor(volume)
+    assert KSpaceZeroFill(1)(same) is same  # factor 1: nothing to do
+
+
+def test_zero_fill_updates_the_stored_geometry_of_a_reoriented_volume():
+    stored_affine = np.array([[0.0, -0.9, 0, 10], [1.1, 0, 0, -5], [0, 0, 3.0, 2], [0, 0, 0, 1]])  # axes A, L, S
+    image = MetaTensor(torch.rand(1, 20, 24, 5), affine=torch.as_tensor(stored_affine))
+    image.meta["spatial_shape"], image.meta["original_affine"] = np.array([20, 24, 5]), stored_affine
+    oriented = Orientation(axcodes="PLS", labels=None)(image)  # as SliceOrientationd does: the first axis is flipped
+    fine = KSpaceZeroFill(2)(oriented)
+    assert fine.shape == (1, 40, 48, 5)
+    assert list(fine.meta["spatial_shape"]) == [40, 48, 5]
+    stored_fine = zero_fill_affine(stored_affine, (20, 24), (40, 48))
+    np.testing.assert_allclose(fine.meta["original_affine"], stored_fine)
+    # undoing the orientation on the fine grid lands on the stored fine grid (the grid is flip-symmetric)
+    back = Orientation(axcodes="ALS", labels=None)(fine)
+    np.testing.assert_allclose(back.affine.numpy(), stored_fine, atol=1e-9)
+    assert [op["class"] for op in fine.applied_operations] == ["Orientation"]  # the zero-fill is not inverted
+
+
+@pytest.mark.parametrize("factor", [0.5, 0, float("nan"), (2, 0.9)])
+def test_bad_zero_fill_factor_raises(factor):
+    with pytest.raises(ValueError, match="factor"):
+        KSpaceZeroFill(factor)
+
+
+def test_dict_zero_fill_applies_to_mri_items_only():
+    fill = KSpaceZeroFilld("image", factor=2, task_key="task")
+    mri = fill({"image": _rand((1, 8, 8)), "task": "mri"})
+    assert mri["image"].shape == (1, 16, 16)
+    ct = {"image": _rand((1, 8, 8)), "task": "ct"}
+    assert fill(ct)["image"] is ct["image"]
+    with pytest.raises(KeyError, match="task"):
+        fill({"image": _rand((1, 8, 8))})
+    assert KSpaceZeroFilld("image", factor=2)({"image": _rand((1, 8, 8))})["image"].shape == (1, 16, 16)

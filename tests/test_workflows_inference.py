@@ -1,56 +1,21 @@
-"""Folder inference pieces: inputs, modality, slice orientation, slice-wise inferer, the runner's file handling."""
+"""Folder inference: the slice-wise inferer and the runner's handling of inputs, outputs and failures."""
 
 import hashlib
 import logging
+import time
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _workflow_data import write_dicom_series, write_nifti
-from monai.data import Dataset, MetaTensor
-from monai.transforms import Compose, EnsureTyped, Invertd, LoadImaged
-from pydicom.dataset import Dataset as DicomDataset
-from scripts.transforms import IntensityWindowd
-from scripts.workflows import (
-    FolderInference,
-    ResolveModalityd,
-    SliceOrientationd,
-    SliceWiseInferer,
-    canonical_modality,
-    find_inputs,
-    folder_datalist,
-    through_plane_axis,
-)
+from _inference_cases import ct_values, nifti_with, stale_temp, write_series
+from _workflow_data import BUNDLE, write_nifti
+from monai.bundle import ConfigParser
+from monai.data import Dataset
+from scripts.errors import UserInputError
+from scripts.workflows import FolderInference, SliceWiseInferer, folder_datalist
 
 AFFINE = np.array([[0.0, -0.9, 0, 10], [1.1, 0, 0, -5], [0, 0, 3.0, 2], [0, 0, 0, 1]])  # axes A, L, S
-
-
-def volume(shape, affine=AFFINE, **meta):
-    return MetaTensor(torch.rand(1, *shape), affine=torch.as_tensor(affine), meta=meta)
-
-
-def test_through_plane_axis():
-    assert through_plane_axis(volume((20, 24, 5))) == 2  # thickest
-    assert through_plane_axis(volume((20, 1, 5))) == 1  # singleton
-    assert through_plane_axis(volume((20, 24, 5), dim_info=np.uint8(1 << 4))) == 0  # NIfTI slice_dim
-    assert through_plane_axis(volume((20, 24, 5), affine=np.diag([1.0, 1.0, 1.0, 1.0]))) == 2  # isotropic: S-I
-    sagittal = np.array([[0, 0, 1.0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
-    assert through_plane_axis(volume((8, 8, 8), affine=sagittal)) == 0
-
-
-def test_slice_orientation_and_its_inverse():
-    orient = SliceOrientationd("image")
-    image = volume((20, 24, 5))
-    out = orient({"image": image})["image"]
-    assert orient.target_axcodes(image) == "PLS"  # axial slices as the training data: rows P, columns L
-    assert torch.equal(out.as_tensor(), image.as_tensor().flip(1))  # rows A -> P; columns already L
-    assert torch.equal(orient.inverse({"image": out})["image"].as_tensor(), image.as_tensor())
-    assert SliceOrientationd("image", slice_axis=0).target_axcodes(image) == "ILA"  # coronal-like (A-P normal)
-    flat = MetaTensor(torch.rand(1, 20, 24), affine=torch.eye(3))
-    assert orient({"image": flat})["image"] is flat  # 2-D images pass through
-    with pytest.raises(ValueError, match="slice_axis"):
-        SliceOrientationd("image", slice_axis=3)
 
 
 def test_slice_wise_inferer_batches_whole_slices_and_tiles_large_ones():
@@ -72,97 +37,124 @@ def test_slice_wise_inferer_batches_whole_slices_and_tiles_large_ones():
     assert all(shape[2:] == (24, 24) for shape in seen)
 
 
-def test_modality_from_option_or_dicom_tag(tmp_path):
-    write_dicom_series(tmp_path / "mr", np.zeros((16, 16, 2)), modality="MR", intercept=0)
-    write_dicom_series(tmp_path / "us", np.zeros((16, 16, 2)), modality="US", intercept=0)
-    write_nifti(tmp_path / "x.nii.gz", np.zeros((16, 16)), np.eye(4))
-    load = LoadImaged("image", image_only=True, ensure_channel_first=True)
-    assert ResolveModalityd("image")(load({"image": str(tmp_path / "mr")}))["task"] == "mri"
-    assert ResolveModalityd("image", modality="PT")(load({"image": str(tmp_path / "mr")}))["task"] == "pet"
-    with pytest.raises(ValueError, match="x.nii.gz: a NIfTI image does not say its modality; give it with --modality"):
-        ResolveModalityd("image")(load({"image": str(tmp_path / "x.nii.gz")}))
-    with pytest.raises(ValueError, match="'US' is not MR, CT or PT"):
-        ResolveModalityd("image")(load({"image": str(tmp_path / "us")}))
-    assert canonical_modality(" CT ") == "ct"
-    with pytest.raises(ValueError, match="use one of mri, ct, pet"):
-        ResolveModalityd("image", modality="xray")
+def test_slice_wise_inferer_shows_progress_per_slice(capsys):
+    def slow(x):
+        time.sleep(0.15)  # longer than the bar's refresh interval, so that each batch is shown
+        return x * 2
 
-
-def test_pet_dicom_in_bq_per_ml_becomes_suv(tmp_path):
-    isotope = DicomDataset()
-    isotope.RadionuclideTotalDose, isotope.RadionuclideHalfLife = 3.5e8, 6586.2
-    isotope.RadiopharmaceuticalStartTime = "100000"
-    pet = {
-        "Units": "BQML", "DecayCorrection": "START", "PatientWeight": 70, "SeriesTime": "100000",
-        "AcquisitionTime": "100000", "RadiopharmaceuticalInformationSequence": [isotope],
-    }  # fmt: skip
-    write_dicom_series(tmp_path / "pet", np.full((16, 16, 2), 10000), modality="PT", intercept=0, extra=pet)
-    data = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(tmp_path / "pet")})
-    out = ResolveModalityd("image")(data)
-    assert out["task"] == "pet"
-    assert torch.allclose(out["image"], torch.full_like(out["image"], 2.0))  # 1e4 Bq/ml * 70 kg / 350 MBq
-
-
-def test_find_inputs(tmp_path):
-    write_nifti(tmp_path / "b.nii", np.zeros((16, 16)), np.eye(4))
-    write_nifti(tmp_path / "sub" / "a.nii.gz", np.zeros((16, 16)), np.eye(4))
-    write_dicom_series(tmp_path / "sub" / "series", np.zeros((16, 16, 2)))
-    (tmp_path / "notes.txt").write_text("not an image")
-    found = [p.relative_to(tmp_path).as_posix() for p in find_inputs(tmp_path)]
-    assert found == ["b.nii", "sub/a.nii.gz", "sub/series"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        find_inputs(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no NIfTI file"):
-        find_inputs(tmp_path / "empty")
+    vol = torch.rand(1, 1, 20, 18, 5)
+    out = SliceWiseInferer(batch_size=2, progress=True)(vol, slow)
+    assert torch.allclose(out, vol * 2)
+    bar = capsys.readouterr().err
+    assert "2/5 [" in bar and "4/5 [" in bar and "slice/s" in bar and "restoring" in bar  # counted in slices
+    SliceWiseInferer(batch_size=2)(vol, lambda x: x * 2)
+    assert capsys.readouterr().err == ""  # progress=False: nothing shown
 
 
 def digest(folder):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_runner_restores_keeps_and_reports(tmp_path, caplog):
+class PlainIdentity(torch.nn.Module):
+    """The identity, which records whether it was given plain tensors (the metadata stays with the item)."""
+
+    def __init__(self, fill: float | None = None) -> None:
+        super().__init__()
+        self.fill, self.types = fill, set()
+
+    def forward(self, x):
+        self.types.add(type(x))
+        return x if self.fill is None else torch.full_like(x, self.fill)
+
+
+def runner(inputs, outputs, modality="ct", network=None, **kwargs):
+    """FolderInference with the inference config's preprocessing and postprocessing."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser["bundle_root"], parser["modality"] = str(BUNDLE), modality
+    dataset = Dataset(folder_datalist(inputs, exclude=[outputs]), transform=parser.get_parsed_content("preprocessing"))
+    post = parser.get_parsed_content("postprocessing")
+    kwargs = {"output_format": "nifti", **kwargs}
+    return FolderInference(dataset, inputs, outputs, network or PlainIdentity(), SliceWiseInferer(), post, **kwargs)
+
+
+def test_runner_restores_reports_and_never_touches_inputs(tmp_path, caplog):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     rng = np.random.default_rng(0)
     write_nifti(inputs / "vol.nii.gz", rng.uniform(-1500, 3500, (20, 24, 5)), AFFINE)
     write_nifti(inputs / "flat.nii", rng.uniform(-1000, 1000, (20, 18)), AFFINE)
+    write_nifti(inputs / "one.nii.gz", rng.uniform(-1000, 1000, (20, 18, 1)), AFFINE)
+    nifti_with(inputs / "nan.nii.gz", nan=7)
     (inputs / "broken.nii.gz").write_bytes(b"not a nifti")
     before = digest(inputs)
-    pre = Compose(
-        [
-            LoadImaged("image", image_only=True, ensure_channel_first=True),
-            ResolveModalityd("image", modality="ct"),
-            SliceOrientationd("image"),
-            IntensityWindowd("image"),
-            EnsureTyped("image", dtype=torch.float32),
-        ]
-    )
-    post = Compose([IntensityWindowd("pred", inverse=True), Invertd("pred", transform=pre, orig_keys="image")])
-
-    def runner(overwrite=False):
-        dataset = Dataset(folder_datalist(inputs), transform=pre)
-        return FolderInference(
-            dataset, inputs, outputs, torch.nn.Identity(), SliceWiseInferer(), post, overwrite=overwrite
-        )
-
+    network = PlainIdentity()
     with caplog.at_level(logging.INFO):
-        assert runner().run().failed == [str(inputs / "broken.nii.gz")]
-    assert "broken.nii.gz: failed: ImageFileError" in caplog.text
-    for name, shape in (("vol", (20, 24, 5)), ("flat", (20, 18))):
+        state = runner(inputs, outputs, network=network).run()
+    assert state.failed == [str(inputs / "broken.nii.gz"), str(inputs / "nan.nii.gz")]
+    assert network.types == {torch.Tensor}  # plain tensors, not MetaTensors
+    assert "broken.nii.gz: cannot be read as an image (ImageFileError" in caplog.text
+    assert "nan.nii.gz: 7 of 1440 values are not finite" in caplog.text
+    for name, shape in (("vol", (20, 24, 5)), ("flat", (20, 18)), ("one", (20, 18, 1))):
         source = nib.load(next(inputs.glob(f"{name}.nii*")))
         result = nib.load(outputs / f"{name}_restored.nii.gz")
-        assert result.shape == shape and result.get_data_dtype() == np.float32
+        assert result.shape == shape and result.get_data_dtype() == np.float32  # (H, W, 1) stays (H, W, 1)
         assert np.allclose(result.affine, source.affine)
         assert np.allclose(result.get_fdata(), np.clip(source.get_fdata(), -1024, 3071), atol=1e-3)
-        assert (outputs / f"{name}_restored.nii.gz").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
-    assert not (outputs / "broken_restored.nii.gz").exists()
-    assert sorted(p.name for p in outputs.iterdir()) == ["flat_restored.nii.gz", "vol_restored.nii.gz"]  # no temp
+        assert (outputs / f"{name}_restored.nii.gz").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in outputs.iterdir()) == [f"{n}_restored.nii.gz" for n in ("flat", "one", "vol")]
     assert digest(inputs) == before
+    with pytest.raises(UserInputError, match=r"^2 of 5 inputs failed: .*broken.nii.gz: cannot be read.*; .*nan"):
+        runner(inputs, outputs).run(raise_on_failure=True)
 
-    # existing outputs are kept unless overwrite
-    (outputs / "vol_restored.nii.gz").write_bytes(b"kept")
-    (inputs / "broken.nii.gz").unlink()
-    assert runner().run().failed == []
-    assert (outputs / "vol_restored.nii.gz").read_bytes() == b"kept"
-    assert runner(overwrite=True).run().failed == []
-    assert nib.load(outputs / "vol_restored.nii.gz").shape == (20, 24, 5)
+
+def test_existing_outputs_kept_written_again_or_left_alone(tmp_path, caplog):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    for name in ("a", "b", "c"):
+        nifti_with(inputs / f"{name}.nii.gz")
+    assert runner(inputs, outputs).run().failed == []
+    kept = (outputs / "a_restored.nii.gz").read_bytes()
+    broken = (outputs / "b_restored.nii.gz").read_bytes()
+    (outputs / "b_restored.nii.gz").write_bytes(broken[: len(broken) // 2])  # the bundle's, cut short
+    (outputs / "c_restored.nii.gz").write_bytes(b"the user's notes")  # not the bundle's
+    stale = stale_temp(outputs, "a_restored")
+    (outputs / ".a_restored.notes.nii.gz").write_bytes(b"hidden, the user's")
+    with caplog.at_level(logging.INFO):
+        state = runner(inputs, outputs).run()
+    assert state.failed == [str(inputs / "c.nii.gz")]
+    assert "c_restored.nii.gz: exists and was not written by this bundle, so it is left alone" in caplog.text
+    assert (outputs / "c_restored.nii.gz").read_bytes() == b"the user's notes"
+    assert (outputs / "a_restored.nii.gz").read_bytes() == kept
+    assert nib.load(outputs / "b_restored.nii.gz").get_fdata().shape == (24, 20, 3)  # written again, whole
+    assert not stale.exists() and (outputs / ".a_restored.notes.nii.gz").exists()
+    assert runner(inputs, outputs, overwrite=True).run().failed == []
+    assert nib.load(outputs / "c_restored.nii.gz").shape == (24, 20, 3)
+
+
+def test_inputs_with_one_output_name_both_fail(tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    nifti_with(inputs / "a.nii")
+    nifti_with(inputs / "a.nii.gz")
+    state = runner(inputs, outputs).run()
+    assert state.failed == [str(inputs / "a.nii"), str(inputs / "a.nii.gz")]
+    assert "a.nii: its output" in state.errors[str(inputs / "a.nii")] and not outputs.exists()
+
+
+def test_a_nan_result_is_never_written(tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    nifti_with(inputs / "a.nii.gz")
+    state = runner(inputs, outputs, network=PlainIdentity(fill=float("nan"))).run()
+    assert "a.nii.gz: the restoration holds 1440 non-finite values" in state.errors[str(inputs / "a.nii.gz")]
+    assert not list(outputs.rglob("*.nii.gz"))
+
+
+def test_each_series_of_a_folder_restored_with_its_own_modality(tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    ct = ct_values()  # stored 0..2500: -1024..1476 HU; read as MRI, the negative values would be clipped to 0
+    mr = np.random.default_rng(3).integers(3500, 4000, (20, 24, 3))  # as CT, clipped to 3071
+    write_series(inputs / "study", ct, "CT", prefix="a", series_number=2)
+    write_series(inputs / "study", mr, "MR", prefix="b", series_number=3, intercept=0)
+    assert runner(inputs, outputs, modality=None).run().failed == []
+    restored_ct = nib.load(outputs / "study_series2_restored.nii.gz").get_fdata()
+    restored_mr = nib.load(outputs / "study_series3_restored.nii.gz").get_fdata()
+    assert np.allclose(restored_ct[..., 0], ct[..., 0].T - 1024.0, atol=0.05)
+    assert np.allclose(restored_mr[..., 0], mr[..., 0].T, atol=0.1)

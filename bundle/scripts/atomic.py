@@ -2,23 +2,25 @@
 
 :func:`atomic_path` gives a unique temporary name beside the destination (so two processes writing into one folder
 never share one), makes the result an ordinary 0644 file and renames it into place; on an error it removes the
-temporary file. A process killed mid-write cannot clean up, so the temporary names carry :data:`TEMP_TAG`, and
-:func:`remove_stale_temporaries` removes such leftovers (only the bundle's own, and only old ones) on a later run.
+temporary file. A process killed mid-write cannot clean up, so a temporary name says whose it is,
+``.<name>.amir-<pid>-<random><suffix>``, and :func:`remove_stale_temporaries` removes on a later run those whose
+writer process is gone: only the bundle's own, and never a write still in progress.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["TEMP_TAG", "atomic_path", "write_text_atomic", "remove_stale_temporaries"]
+__all__ = ["TEMP_TAG", "atomic_path", "write_text_atomic", "remove_stale_temporaries", "temporary_name"]
 
-#: Part of every temporary name the bundle writes: ``.<name>.amir-tmp-<random><suffix>``.
+#: Part of every temporary name the bundle writes, before the writer's process id.
 TEMP_TAG = ".amir-tmp-"
+_TEMPORARY = re.compile(r"^\..+" + re.escape(TEMP_TAG) + r"(?P<pid>\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9.]+)?$")
 
 
 def _suffix(name: str) -> str:
@@ -27,6 +29,21 @@ def _suffix(name: str) -> str:
         if name.lower().endswith(double):
             return name[-len(double) :]
     return Path(name).suffix
+
+
+def temporary_name(name: str, pid: int | None = None) -> str:
+    """The prefix of the temporary files of ``name`` written by process ``pid`` (this one by default)."""
+    return f".{name}{TEMP_TAG}{os.getpid() if pid is None else pid}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager
@@ -42,7 +59,7 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}", suffix=_suffix(path.name))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_name(path.name), suffix=_suffix(path.name))
     os.close(fd)
     tmp = Path(name)
     try:
@@ -60,17 +77,14 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
-def remove_stale_temporaries(
-    folder: str | os.PathLike, min_age_s: float = 3600.0, recursive: bool = False
-) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Remove the temporary files the bundle left in ``folder`` when it was killed mid-write.
 
-    Only names carrying :data:`TEMP_TAG` are touched, and only those older than ``min_age_s`` (a younger one may be
-    another process's write in progress).
+    Only names the bundle gives its temporary files are touched, and only those whose writer process is no longer
+    running (a write in progress, in this process or another, is left alone).
 
     Args:
         folder: where to look; a missing folder holds nothing.
-        min_age_s: minimum age of a leftover, in seconds.
         recursive: look in subfolders too.
 
     Returns:
@@ -79,13 +93,12 @@ def remove_stale_temporaries(
     root = Path(folder)
     if not root.is_dir():
         return []
-    pattern = f"**/.*{TEMP_TAG}*" if recursive else f".*{TEMP_TAG}*"
-    now, removed = time.time(), []
-    for path in root.glob(pattern):
-        try:
-            if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime > min_age_s:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:  # removed by another process meanwhile
+    removed = []
+    for path in root.glob(f"**/.*{TEMP_TAG}*" if recursive else f".*{TEMP_TAG}*"):
+        match = _TEMPORARY.match(path.name)
+        if not match or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
             continue
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed

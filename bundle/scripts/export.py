@@ -22,7 +22,6 @@ import argparse
 import copy
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from monai.networks.utils import convert_to_onnx
 from monai.utils import optional_import
 from torch import nn
 
+from .atomic import atomic_path
 from .networks.routing import SpatialRoutingModule
 
 ort, has_ort = optional_import("onnxruntime")
@@ -187,9 +187,7 @@ def export_onnx(
     exported = dense_copy(network)
     example = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(0))
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:  # written 0644 and renamed into place, or not at all
         with warnings.catch_warnings():
             # the input checks and the pad test become constants in the trace: expected, and checked below
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -202,7 +200,7 @@ def export_onnx(
                 output_names=[OUTPUT_NAME],
                 opset_version=opset_version,
                 dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
-                filename=tmp,
+                filename=os.fspath(tmp),
                 verify=False,
                 use_trace=True,
                 dynamo=False,
@@ -210,10 +208,6 @@ def export_onnx(
         if check_shapes:
             worst = check_onnx(tmp, network, check_shapes, atol=atol)
             logger.info(f"ONNX matches PyTorch within {worst:.2g} on inputs {[tuple(s) for s in check_shapes]}.")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

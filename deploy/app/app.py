@@ -1,15 +1,18 @@
-"""MONAI Deploy application: restore NIfTI images and DICOM series with the AMIR bundle, write float32 NIfTI.
+"""MONAI Deploy application: restore NIfTI images and DICOM series with the AMIR bundle, write NIfTI or DICOM.
 
 Usage (from the repository root)::
 
     python deploy/app -i <input> -o <output folder> -m bundle [--modality mri|ct|pet] [--overwrite]
+        [--output-format auto|nifti|dicom]
 
 ``<input>`` is a NIfTI file, a DICOM series folder, or a folder holding several of them (searched recursively,
 as the bundle's inference does). ``-m`` is the bundle folder (``configs/``, ``scripts/``, ``models/model.ts``
 or ``models/model.pt``). The modality of DICOM input is its Modality tag (MR, CT, PT); NIfTI input needs
 ``--modality`` (or the ``AMIR_MODALITY`` environment variable, e.g. in a packaged MAP). Each input
 ``<rel>/<name>`` gives ``<output>/<rel>/<name>_restored.nii.gz``: float32, physical units (HU, scanner units,
-SUV), the input's grid and affine. Without ``-i/-o/-m`` the ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` /
+SUV), the input's grid and affine; with ``--output-format auto`` (the default) a DICOM series gives a derived DICOM
+series in the folder ``<rel>/<name>_restored/`` instead (the input's geometry, patient and study, and units: HU,
+SUV or Bq/ml as the input had). Without ``-i/-o/-m`` the ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` /
 ``HOLOSCAN_MODEL_PATH`` environment variables are used, as in a MAP.
 """
 
@@ -33,14 +36,14 @@ if __package__ in (None, ""):  # run as a script (python deploy/app/app.py): mak
         BundleNetwork,
         RestorationBundleInferenceOperator,
         RestorationImageLoader,
-        RestorationNiftiWriter,
+        RestorationWriter,
     )
 else:
     from .operators import (
         BundleNetwork,
         RestorationBundleInferenceOperator,
         RestorationImageLoader,
-        RestorationNiftiWriter,
+        RestorationWriter,
     )
 
 __all__ = ["MODALITY_ENV", "AMIRRestorationApp", "find_bundle", "main"]
@@ -84,20 +87,29 @@ def find_bundle(model_path: str | os.PathLike) -> Path:
 
 
 class AMIRRestorationApp(Application):
-    """Load -> restore with the bundle (``MonaiBundleInferenceOperator``) -> write NIfTI, one input at a time.
+    """Load -> restore with the bundle (``MonaiBundleInferenceOperator``) -> write NIfTI or DICOM, one input at a time.
 
     Args:
         args: passed to ``Application`` (``argv``).
         modality: modality of every input (mri, ct, pet; DICOM's MR, CT, PT); None: the DICOM Modality tag.
         overwrite: replace existing outputs.
+        output_format: ``"auto"`` (DICOM out for DICOM in, NIfTI out for NIfTI in), ``"nifti"`` or ``"dicom"``.
         kwargs: passed to ``Application``.
     """
 
-    def __init__(self, *args: Any, modality: str | None = None, overwrite: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        modality: str | None = None,
+        overwrite: bool = False,
+        output_format: str = "auto",
+        **kwargs: Any,
+    ) -> None:
         self.modality = modality
         self.overwrite = overwrite
+        self.output_format = output_format
         self.sources: list[Path] = []
-        self.writer: RestorationNiftiWriter | None = None
+        self.writer: RestorationWriter | None = None
         self.compose_error: BaseException | None = None
         super().__init__(*args, **kwargs)
 
@@ -118,7 +130,7 @@ class AMIRRestorationApp(Application):
         from scripts.workflows import canonical_modality, find_inputs
 
         modality = canonical_modality(self.modality) if self.modality else None  # a clear error for a typo
-        sources = self.sources = find_inputs(input_path)
+        sources = self.sources = find_inputs(input_path, exclude=[output_path])  # never its own outputs
         logger.info(f"bundle {bundle}; {len(sources)} input(s) under {input_path}; modality {modality or 'from DICOM'}")
         overrides = {"bundle_root": str(bundle)}
         if modality:
@@ -136,12 +148,27 @@ class AMIRRestorationApp(Application):
             config_overrides=overrides,
             name="restore",
         )
-        writer = self.writer = RestorationNiftiWriter(
-            self, output_folder=output_path, input_root=input_path, overwrite=self.overwrite, name="writer"
+        writer = self.writer = RestorationWriter(
+            self,
+            output_folder=output_path,
+            input_root=input_path,
+            overwrite=self.overwrite,
+            output_format=self.output_format,
+            modality=modality,
+            name="writer",
         )
         self.add_flow(loader, restore, {("image", "image")})
         self.add_flow(loader, writer, {("source", "source")})
         self.add_flow(restore, writer, {("pred", "image")})
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The bundle's user error (a bad input, named in one line) in ``error``'s chain, if the bundle is loaded."""
+    try:
+        from scripts.errors import find_user_error  # the bundle's (its folder is on sys.path once composed)
+    except ImportError:
+        return None
+    return find_user_error(error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,12 +184,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--modality", default=os.environ.get(MODALITY_ENV) or None)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--output-format", choices=["auto", "nifti", "dicom"], default="auto")
     own, rest = parser.parse_known_args(argv[1:])
     # Holoscan drops the first item (the interpreter) and gives the SDK's parser the rest, program name first.
-    app = AMIRRestorationApp([sys.executable, argv[0], *rest], modality=own.modality, overwrite=own.overwrite)
-    app.run()
+    options = {"modality": own.modality, "overwrite": own.overwrite, "output_format": own.output_format}
+    app = AMIRRestorationApp([sys.executable, argv[0], *rest], **options)
+    try:
+        app.run()
+    except Exception as e:  # an input the bundle refuses stops the SDK's graph: say which, in one line
+        user_error = _user_error(e)
+        if user_error is None:
+            raise
+        written = len(app.writer.written) if app.writer is not None else 0
+        sys.stderr.write(f"error: {user_error} ({written} of {len(app.sources)} inputs restored before it)\n")
+        return 1
     if app.compose_error is not None:
-        logger.error(f"the application could not start: {app.compose_error!r}")
+        user_error = _user_error(app.compose_error)
+        if user_error is not None:
+            sys.stderr.write(f"error: {user_error}\n")
+        else:
+            logger.error(f"the application could not start: {app.compose_error!r}")
         return 1
     written = len(app.writer.written) if app.writer is not None else 0
     if written != len(app.sources):

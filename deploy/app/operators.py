@@ -1,4 +1,4 @@
-"""Operators of the AMIR restoration application: load NIfTI / DICOM, restore with the bundle, write NIfTI.
+"""Operators of the AMIR restoration application: load NIfTI / DICOM, restore with the bundle, write NIfTI / DICOM.
 
 The restoration itself is the App SDK's ``MonaiBundleInferenceOperator`` on the bundle's ``inference.json``
 (``preprocessing`` -> ``inferer`` -> ``postprocessing``), so the application and the bundle cannot drift apart.
@@ -27,14 +27,13 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.deploy.core import ConditionType, Fragment, Image, Model, Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import DISALLOW_LOAD_SAVE, MonaiBundleInferenceOperator
-from monai.transforms import LoadImage
 from monai.utils import MetaKeys
 
 __all__ = [
     "BundleNetwork",
     "RestorationImageLoader",
     "RestorationBundleInferenceOperator",
-    "RestorationNiftiWriter",
+    "RestorationWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +77,11 @@ class BundleNetwork(Model):
         for key, value in self.config_overrides.items():
             parser[key] = value
         device = parser.get_parsed_content("device")
+        from scripts.runtime import configure_inference  # threads and allocator, as the config's initialize sets
+
+        configure_inference(
+            device, parser.get_parsed_content("num_threads"), parser.get_parsed_content("keep_freed_memory")
+        )
         weights, scripted = bundle / "models" / "model.pt", bundle / "models" / "model.ts"
         if weights.is_file():
             from scripts.export import load_network  # the bundle's loader (weights_only=True)
@@ -98,19 +102,22 @@ class RestorationImageLoader(Operator):
 
     Named outputs:
         image: ``Image`` holding a float32 ``(1, X, Y[, Z])`` array and MONAI's metadata (affine, source path).
-        source: the source path (``Path``).
+        source: the input (a NIfTI ``Path`` or the bundle's ``DicomSeries``).
 
     Args:
         fragment: the application.
-        sources: NIfTI files and DICOM series folders, in processing order.
+        sources: the inputs the bundle's ``find_inputs`` found (NIfTI files, DICOM series), in processing order.
     """
 
-    def __init__(self, fragment: Fragment, *args: Any, sources: Sequence[str | os.PathLike], **kwargs: Any) -> None:
+    def __init__(self, fragment: Fragment, *args: Any, sources: Sequence[Any], **kwargs: Any) -> None:
         if not sources:
             raise ValueError("RestorationImageLoader needs at least one input.")
-        self.sources = [Path(s) for s in sources]
+        from scripts.workflows import LoadImageInput  # the bundle's loader (its folder is on sys.path by now)
+
+        self.sources = [s if hasattr(s, "files") else Path(s) for s in sources]
         self._next = 0
-        self._load = LoadImage(image_only=True, ensure_channel_first=True)
+        # DICOM goes to the bundle's checked series reader alone (LoadImage given a reader falls back to others)
+        self._load = LoadImageInput(image_only=True, ensure_channel_first=True)
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -122,8 +129,10 @@ class RestorationImageLoader(Operator):
             raise RuntimeError(f"RestorationImageLoader called more often than its {len(self.sources)} inputs.")
         source = self.sources[self._next]
         self._next += 1
+        from scripts.workflows import input_source  # a NIfTI path, or a DICOM series' files in slice order
+
         try:
-            image = self._load(os.fspath(source))
+            image = self._load(input_source(source))
         except Exception as e:
             raise RuntimeError(f"{source}: cannot be read as NIfTI or a DICOM series: {e}") from e
         meta = dict(image.meta)
@@ -185,8 +194,9 @@ class RestorationBundleInferenceOperator(MonaiBundleInferenceOperator):
         op_output.emit(Image(array, metadata=meta), name)
 
 
-class RestorationNiftiWriter(Operator):
-    """Write each restoration as float32 NIfTI with its affine, atomically (the bundle's writer).
+class RestorationWriter(Operator):
+    """Write each restoration as float32 NIfTI with its affine, or as a derived DICOM series, atomically (the
+    bundle's writers).
 
     Named inputs:
         image: the restoration ``Image`` from :class:`RestorationBundleInferenceOperator`.
@@ -197,7 +207,12 @@ class RestorationNiftiWriter(Operator):
         output_folder: where the files go.
         input_root: the application's input, for the relative output names.
         postfix: appended to the output names.
-        overwrite: replace existing outputs (default: an existing output is an error, as in the bundle).
+        overwrite: replace existing outputs (default: an existing output is an error, as in the bundle); a DICOM
+            output folder is replaced only if the bundle wrote it.
+        output_format: ``"auto"`` (DICOM series in, derived DICOM series out; NIfTI in, NIfTI out), ``"nifti"`` or
+            ``"dicom"``, as the bundle's ``output_format``.
+        modality: the application's ``--modality``: the task of a DICOM series whose Modality tag is not MR, CT or
+            PT (the tag wins otherwise, as in the bundle's inference).
     """
 
     def __init__(
@@ -208,13 +223,18 @@ class RestorationNiftiWriter(Operator):
         input_root: str | os.PathLike,
         postfix: str = "restored",
         overwrite: bool = False,
+        output_format: str = "auto",
+        modality: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.output_folder = Path(output_folder)
         self.input_root = Path(input_root)
         self.postfix = postfix
         self.overwrite = overwrite
+        self.output_format = output_format
+        self.modality = modality
         self.written: list[Path] = []
+        self._cleaned: set[Path] = set()
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -222,18 +242,35 @@ class RestorationNiftiWriter(Operator):
         spec.input("source").condition(ConditionType.MESSAGE_AVAILABLE)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        from scripts.workflows import FolderInference  # the bundle's atomic float32 NIfTI writer
+        # the bundle's atomic float32 NIfTI writer, its naming of restored files and its DICOM series writer
+        from scripts.atomic import remove_stale_temporaries
+        from scripts.workflows import FolderInference, output_name
+        from scripts.workflows.dicom import DicomSeries
+        from scripts.workflows.dicom_output import read_series_headers, series_task, write_dicom_series
+        from scripts.workflows.outputs import check_finite_result
 
         image = op_input.receive("image")
-        source = Path(op_input.receive("source"))
+        source = op_input.receive("source")
+        source = source if isinstance(source, DicomSeries) else Path(source)
         meta = dict(image.metadata())
         affine = meta.pop(MetaKeys.AFFINE, None)
         pred = MetaTensor(torch.from_numpy(np.asarray(image.asnumpy(), dtype=np.float32)), affine=affine, meta=meta)
-        from scripts.workflows.inference import output_name  # the bundle's own naming of restored files
-
+        check_finite_result(pred, str(source))  # never write a NaN image
         target = self.output_folder / output_name(source, self.input_root, self.postfix)
-        if target.exists() and not self.overwrite:
-            raise FileExistsError(f"{target} exists; remove it or pass --overwrite.")
-        FolderInference.write(pred, target)
+        if target.parent not in self._cleaned:  # partial outputs of a killed run (the bundle's own temp files only)
+            self._cleaned.add(target.parent)
+            for path in remove_stale_temporaries(target.parent):
+                logger.info(f"removed {path}, a partial output of an earlier run that was stopped")
+        dicom = self.output_format == "dicom" or (self.output_format == "auto" and isinstance(source, DicomSeries))
+        if dicom:  # a derived series in the folder <name>_restored/, as the bundle writes it
+            if not isinstance(source, DicomSeries):
+                raise ValueError(f"{source}: --output-format dicom needs a DICOM series; use auto or nifti.")
+            target = target.with_name(target.name[: -len(".nii.gz")])
+            task = series_task(read_series_headers(source.files[:1]), self.modality)
+            write_dicom_series(pred, source.files, target, task=task, overwrite=self.overwrite)
+        else:
+            if target.exists() and not self.overwrite:
+                raise FileExistsError(f"{target} exists; remove it or pass --overwrite.")
+            FolderInference.write(pred, target)
         self.written.append(target)
         logger.info(f"{source} -> {target}")

@@ -17,6 +17,11 @@ MRI and PET slices go to the splits by position (every 5th from the 3rd to test,
 validation, the rest to training): 14 / 2 / 4 MRI and 11 / 2 / 3 PET slices. So the whole set is about 50 slice
 pairs: enough to run every workflow end to end, far too small to train a useful model.
 
+Version 2 (``--version 2``, :mod:`scripts.data.corpus`) is the real-image corpus: whole real CT and MR slices from
+pydicom, pydicom-data and nibabel, the MNI152 template in three planes, PET phantoms on their anatomy, split by
+source image; its items also carry ``spacing`` (mm) and ``body_diameter_cm``, the geometry the on-the-fly dose
+transforms need. :data:`DEMO_VERSION` is the version built by default.
+
 Files: ``<dir>/slices/<task>_<nnn>_{lq,hq}.nii.gz`` (float32, physical units, (H, W, 1) with an affine stating the
 house orientation) and ``<dir>/datalist.json`` (``training`` / ``validation`` / ``test`` lists, readable by
 ``monai.data.load_decathlon_datalist``), ``<dir>/.amir-bundle.json`` (the bundle's marker: only a folder holding it
@@ -36,7 +41,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -51,6 +56,7 @@ from .slices import TASKS, DataError, affine_from_axcodes, normalize_split, orie
 
 __all__ = [
     "DEMO_VERSION",
+    "CORPUS_VERSION",
     "DEMO_ENV",
     "DEFAULT_DEMO_DIR",
     "CT_SOURCES",
@@ -60,7 +66,12 @@ __all__ = [
     "main",
 ]
 
-DEMO_VERSION = 1  # bump when the content changes: an older cached set is then rebuilt
+DEMO_VERSION = 1  # the version built by default; a cached set of another version is rebuilt
+CORPUS_VERSION = 2  # the real-image corpus (scripts.data.corpus)
+_DESCRIPTIONS = {
+    1: "Tiny offline demo set (MNI152 MRI, pydicom CT, MNI152 PET phantom); see scripts/data/demo.py",
+    2: "Real-image demo corpus (packaged CT / MR slices, MNI152, PET phantoms); see scripts/data/corpus.py",
+}
 DEMO_ENV = "AMIR_DEMO_DIR"
 DEFAULT_DEMO_DIR = Path("~/.cache/amir_bundle/demo")
 DATALIST = "datalist.json"
@@ -84,6 +95,8 @@ class _Pair:
     lq: np.ndarray
     hq: np.ndarray
     spacing: tuple[float, float]
+    axcodes: tuple[str, str, str] = _AXIAL
+    extra: dict = field(default_factory=dict)
 
 
 def default_demo_dir() -> Path:
@@ -209,31 +222,40 @@ def _pet_pairs(limit: int | None) -> Iterator[_Pair]:
         yield _Pair("pet", split, "mni152-phantom", np.asarray(lq)[0], np.asarray(hq)[0], (2.0, 2.0))
 
 
-def _write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
-    affine = affine_from_axcodes(_AXIAL, (*spacing, 1.0))
+def _write_nifti(array: np.ndarray, spacing: Sequence[float], axcodes: Sequence[str], path: Path) -> None:
+    affine = affine_from_axcodes(axcodes, (*spacing, 1.0))
     image = nib.Nifti1Image(np.ascontiguousarray(array, dtype=np.float32)[:, :, None], affine)
     image.header.set_xyzt_units("mm")
     nib.save(image, os.fspath(path))
 
 
-def _build_into(folder: Path, limit: int | None) -> dict:
+def _pairs(limit: int | None, version: int) -> Iterator:
+    if version == CORPUS_VERSION:
+        from .corpus import corpus_pairs  # slow imports (nilearn, itk), only for this version
+
+        return corpus_pairs(limit)
+    return itertools.chain(_mri_pairs(limit), _ct_pairs(limit), _pet_pairs(limit))
+
+
+def _build_into(folder: Path, limit: int | None, version: int = DEMO_VERSION) -> dict:
     (folder / "slices").mkdir()
     lists: dict[str, list[dict]] = {key: [] for key in _KEYS.values()}
     counters: dict[str, int] = {}
-    for pair in itertools.chain(_mri_pairs(limit), _ct_pairs(limit), _pet_pairs(limit)):
+    for pair in _pairs(limit, version):
         for name, array in (("lq", pair.lq), ("hq", pair.hq)):
             if not np.all(np.isfinite(array)):
                 raise DataError(f"demo {pair.task} slice from {pair.subject}: non-finite values in the {name}")
         n = counters.get(pair.task, 0)
         counters[pair.task] = n + 1
         image, label = f"slices/{pair.task}_{n:03d}_lq.nii.gz", f"slices/{pair.task}_{n:03d}_hq.nii.gz"
-        _write_nifti(pair.lq, pair.spacing, folder / image)
-        _write_nifti(pair.hq, pair.spacing, folder / label)
-        lists[_KEYS[pair.split]].append({"image": image, "label": label, "task": pair.task, "subject": pair.subject})
+        _write_nifti(pair.lq, pair.spacing, pair.axcodes, folder / image)
+        _write_nifti(pair.hq, pair.spacing, pair.axcodes, folder / label)
+        item = {"image": image, "label": label, "task": pair.task, "subject": pair.subject, **pair.extra}
+        lists[_KEYS[pair.split]].append(item)
     datalist = {
         "name": "AMIR demo",
-        "description": "Tiny offline demo set (MNI152 MRI, pydicom CT, MNI152 PET phantom); see scripts/data/demo.py",
-        "build": {"version": DEMO_VERSION, "limit": limit},
+        "description": _DESCRIPTIONS[version],
+        "build": {"version": version, "limit": limit},
         **lists,
     }
     # written last: its presence marks a complete set
@@ -256,12 +278,12 @@ def _adopt_legacy(folder: Path) -> None:
         mark_folder(folder, DEMO_KIND)
 
 
-def _is_complete(folder: Path, limit: int | None) -> bool:
+def _is_complete(folder: Path, limit: int | None, version: int = DEMO_VERSION) -> bool:
     try:
         datalist = json.loads((folder / DATALIST).read_text())
     except (OSError, ValueError):
         return False
-    if datalist.get("build") != {"version": DEMO_VERSION, "limit": limit}:
+    if datalist.get("build") != {"version": version, "limit": limit}:
         return False
     items = [item for key in _KEYS.values() for item in datalist.get(key, [])]
     return bool(items) and all((folder / item[k]).is_file() for item in items for k in ("image", "label"))
@@ -277,13 +299,16 @@ def _remove_stale_builds(out: Path, min_age_s: float = 3600.0) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def build_demo_set(out_dir: str | os.PathLike | None = None, force: bool = False, limit: int | None = None) -> Path:
+def build_demo_set(
+    out_dir: str | os.PathLike | None = None, force: bool = False, limit: int | None = None, version: int | None = None
+) -> Path:
     """Build the demo set (or reuse a complete one of the same version and ``limit``).
 
     Args:
         out_dir: target folder; None: :func:`default_demo_dir`.
         force: rebuild even if a complete set is there.
         limit: at most this many slices per task and split (a quick partial set, e.g. for tests); None: all.
+        version: 1 (the small demo set) or 2 (the real-image corpus); None: :data:`DEMO_VERSION`.
 
     Returns:
         The folder, holding ``datalist.json`` and ``slices/``.
@@ -298,6 +323,9 @@ def build_demo_set(out_dir: str | os.PathLike | None = None, force: bool = False
     out = Path(out_dir).expanduser() if out_dir is not None else default_demo_dir()
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    version = DEMO_VERSION if version is None else int(version)
+    if version not in _DESCRIPTIONS:
+        raise ValueError(f"version must be one of {sorted(_DESCRIPTIONS)}, got {version}")
     _adopt_legacy(out)
     check_replaceable(
         out,
@@ -305,14 +333,14 @@ def build_demo_set(out_dir: str | os.PathLike | None = None, force: bool = False
         "The demo dataset builds only into a new or empty folder: for your own data give its builder "
         "(--dataset ixi, mayo, pet or all-in-one), or leave dataset_dir unset for the default demo folder.",
     )
-    if not force and folder_kind(out) == DEMO_KIND and _is_complete(out, limit):
+    if not force and folder_kind(out) == DEMO_KIND and _is_complete(out, limit, version):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the set private once renamed
-        _build_into(tmp, limit)
+        _build_into(tmp, limit, version)
         if out.exists():
             check_replaceable(out, DEMO_KIND, "It changed while the demo set was being built.")  # checked again
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
@@ -331,6 +359,7 @@ def build_demo_datalist(
     split: str = "train",
     limit: int | None = None,
     force: bool = False,
+    version: int | None = None,
 ) -> list[dict]:
     """The demo set's items of one split and some tasks, building the set first when it is missing.
 
@@ -340,11 +369,13 @@ def build_demo_datalist(
         split: ``train``, ``val``, ``test`` or ``all``.
         limit: see :func:`build_demo_set`.
         force: rebuild.
+        version: see :func:`build_demo_set`.
 
     Returns:
-        Items ``{"image": lq.nii.gz, "label": hq.nii.gz, "task": t, "subject": s}`` with absolute paths.
+        Items ``{"image": lq.nii.gz, "label": hq.nii.gz, "task": t, "subject": s}`` with absolute paths (version 2:
+        also ``spacing`` and ``body_diameter_cm``).
     """
-    folder = build_demo_set(dataset_dir, force=force, limit=limit)
+    folder = build_demo_set(dataset_dir, force=force, limit=limit, version=version)
     name = normalize_split(split)
     keys = list(_KEYS.values()) if name == "all" else [_KEYS[name]]
     items = []
@@ -354,13 +385,18 @@ def build_demo_datalist(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m scripts.data.demo [--out DIR] [--force] [--limit N]``; prints the folder."""
+    """Command line: ``python -m scripts.data.demo [--out DIR] [--force] [--limit N] [--version V]``.
+
+    Prints the folder.
+    """
     parser = argparse.ArgumentParser(prog="python -m scripts.data.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help=f"target folder (default: ${DEMO_ENV} or {DEFAULT_DEMO_DIR})")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete set exists")
     parser.add_argument("--limit", type=int, default=None, help="at most N slices per task and split")
+    parser.add_argument("--version", type=int, default=None, help=f"1: small demo set, 2: real-image corpus "
+                        f"(default {DEMO_VERSION})")  # fmt: skip
     args = parser.parse_args(argv)
-    print(build_demo_set(args.out, force=args.force, limit=args.limit))
+    print(build_demo_set(args.out, force=args.force, limit=args.limit, version=args.version))
     return 0
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "DEGRADATIONS",
     "is_nifti",
     "read_nifti_slice",
+    "check_ct_rescale",
     "read_dicom_slice",
     "read_slice",
     "item_seed",
@@ -105,6 +106,27 @@ def _lps_code(vector: np.ndarray) -> str:
     return _LPS[axis][int(vector[axis] > 0)]
 
 
+def check_ct_rescale(ds: pydicom.Dataset, where: str | os.PathLike) -> None:
+    """The one rule for CT DICOM, in training (:func:`read_dicom_slice`) and inference: HU need both rescale tags.
+
+    Without ``RescaleSlope`` and ``RescaleIntercept`` the offset of the stored values is unknown (often 1024 or
+    none), so the file is refused rather than read 1024 HU off.
+
+    Args:
+        ds: the file's header (pixels not needed).
+        where: the file, for the message.
+
+    Raises:
+        DataError: a tag is missing or empty, naming the file.
+    """
+    missing = [tag for tag in ("RescaleSlope", "RescaleIntercept") if ds.get(tag) in (None, "")]
+    if missing:
+        raise DataError(
+            f"{where}: CT DICOM without {' and '.join(missing)}, so its Hounsfield units are unknown; "
+            "add the tag(s) or convert the image to NIfTI in HU"
+        )
+
+
 def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
     """Read a single-slice DICOM file in physical units and orient it.
 
@@ -119,13 +141,14 @@ def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
         float32 ``(H, W)`` in the house orientation (from ImageOrientationPatient; as stored without it).
 
     Raises:
-        DataError: unreadable or multi-frame file, or missing tags for the units.
+        DataError: unreadable or multi-frame file, or missing tags for the units (CT: :func:`check_ct_rescale`).
     """
     try:
         ds = pydicom.dcmread(os.fspath(path))
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise DataError(f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames); expected one slice per file")
         if task == "ct":
+            check_ct_rescale(ds, path)
             values = dicom_to_hu(ds)
         else:
             values = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1)

@@ -64,11 +64,19 @@ class MDTA(CABlock):
         n, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w)
         q, k = qkv[:, 0], qkv[:, 1]
-        # Cosine similarity of the L2-normalised rows, by dividing the small (d x d) product by the outer product
-        # of the norms instead of normalising the large (d x HW) q and k.
-        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
-        k_norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
-        logits = (q @ k.transpose(-2, -1)) / (q_norm * k_norm.transpose(-2, -1))
+        if q.dtype == torch.float16:
+            # float16 autocast: the product of un-normalised rows sums HW terms and overflows 65504 on large or flat
+            # images (a 208x176 slice of zeros gives inf, then NaN): normalise the rows first (norms in float32, as
+            # the released code does), so every entry of the product lies in [-1, 1].
+            q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True, dtype=torch.float32).clamp_min(1e-12)
+            k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True, dtype=torch.float32).clamp_min(1e-12)
+            logits = q @ k.transpose(-2, -1)
+        else:
+            # Cosine similarity of the L2-normalised rows, by dividing the small (d x d) product by the outer
+            # product of the norms instead of normalising the large (d x HW) q and k.
+            q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
+            k_norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
+            logits = (q @ k.transpose(-2, -1)) / (q_norm * k_norm.transpose(-2, -1))
         attn = torch.softmax(logits * self.temperature, dim=-1)
         out = (attn @ qkv[:, 2]).reshape(n, c, h, w)
         return self.project_out(out)

@@ -1,4 +1,5 @@
-"""Degradations (MRI k-space truncation, low-dose CT and PET simulation) and intensity windows as MONAI transforms."""
+"""Degradations (MRI k-space truncation, low-dose CT and PET simulation), MRI k-space zero-filling and intensity
+windows as MONAI transforms."""
 
 from .ct_dose import MU_WATER_70KEV, SimulateLowDoseCT, SimulateLowDoseCTd, ct_noise_variance
 from .intensity import (
@@ -10,8 +11,18 @@ from .intensity import (
     dicom_to_hu,
     get_window,
 )
-from .kspace import KSpaceCrop, KSpaceCropd, kspace_truncate, kspace_window
+from .kspace import (
+    KSpaceCrop,
+    KSpaceCropd,
+    KSpaceZeroFill,
+    KSpaceZeroFilld,
+    kspace_truncate,
+    kspace_window,
+    kspace_zero_fill,
+    zero_fill_affine,
+)
 from .pet_dose import SimulateLowDosePET, SimulateLowDosePETd, osem, suv_from_dicom, thin_counts
+from .random_dose import NoiseBank, RandLowDoseCT, RandLowDoseCTd, RandLowDosePET, RandLowDosePETd
 
 __all__ = [
     "AIR_HU",
@@ -22,6 +33,13 @@ __all__ = [
     "IntensityWindowd",
     "KSpaceCrop",
     "KSpaceCropd",
+    "KSpaceZeroFill",
+    "KSpaceZeroFilld",
+    "NoiseBank",
+    "RandLowDoseCT",
+    "RandLowDoseCTd",
+    "RandLowDosePET",
+    "RandLowDosePETd",
     "SimulateLowDoseCT",
     "SimulateLowDoseCTd",
     "SimulateLowDosePET",
@@ -31,7 +49,9 @@ __all__ = [
     "get_window",
     "kspace_truncate",
     "kspace_window",
+    "kspace_zero_fill",
     "osem",
     "suv_from_dicom",
     "thin_counts",
+    "zero_fill_affine",
 ]

@@ -25,6 +25,16 @@ was set so that a noiseless 30 cm water disk simulated at full dose with the def
 the Mayo 1 mm B30 images (about 10-12 HU in the liver, about twice that at quarter dose). That
 level was given to us as a typical figure; it was not measured on the Mayo data here. The noise
 texture is that of a plain ramp filter, finer-grained than a B30 kernel's.
+
+A targeted reconstruction (a field of view smaller than the body, e.g. a 15 cm view of the spine) holds only
+part of the attenuation its rays crossed: ``body_diameter_cm`` embeds it in a water disk of the body's size
+(water in the grid around the image, the rest of the disk added analytically to every ray), so the noise
+has the level of the whole body's paths instead of the crop's.
+
+Pixels finer than the reconstruction kernel resolves: with a ramp filter up to the pixel's Nyquist frequency the
+noise std grows as ``pixel_size^-1.5``, but a clinical smooth kernel (B30, STANDARD) resolves no finer than about
+0.7 mm, so a 0.3 mm pixel of a targeted view holds about the noise of a 0.7 mm one. ``kernel_resolution_cm``
+simulates the noise of such a slice on a grid of that pixel size and interpolates it (cubic) to the slice's grid.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
+from skimage.transform import rescale, resize
 
 from . import _tomo
 from ._common import SeededSimulationd, check_channel_first, like_input, to_numpy
@@ -84,7 +95,8 @@ class SimulateLowDoseCT(Randomizable, Transform):
     the whole 512 x 512 field of view. With ``circle=True`` the attenuation outside the image's
     inscribed circle is treated as air and no noise is added there, like the scanner's circular
     reconstruction field of view (Mayo slices are padded outside it; needs a square image); with
-    ``circle=False`` the whole image is embedded in a larger grid (slower).
+    ``circle=False`` the whole image is embedded in a larger grid (slower), which
+    ``body_diameter_cm`` then fills with water (see the module docstring).
 
     Args:
         dose_fraction: simulated dose relative to full dose, in (0, 1] (0.25 = Mayo quarter dose).
@@ -100,6 +112,11 @@ class SimulateLowDoseCT(Randomizable, Transform):
         input_dose_fraction: dose of the input relative to full dose (its noise is kept and only the
             difference is added); None for a noiseless input (the whole noise of ``dose_fraction`` is added).
         circle: restrict to the inscribed circle (see above).
+        kernel_resolution_cm: finest detail the reconstruction kernel resolves, cm (0.07 for B30-like kernels):
+            a slice with finer pixels gets the noise of this pixel size, interpolated (see the module docstring);
+            None: the noise of a ramp filter at the slice's own pixel size.
+        body_diameter_cm: diameter of the body the image is a crop of, in cm: the image is centred in a water
+            disk of this size (needs ``circle=False``); None: the image holds the whole body.
         projection_downsample: the line integrals that set the noise variance are computed on a grid
             coarser by this factor (16x faster at 4; they enter only through a smooth variance, the
             mean absolute error is ~0.008 on p values up to ~6); 1 for the exact projection.
@@ -122,6 +139,8 @@ class SimulateLowDoseCT(Randomizable, Transform):
         input_dose_fraction: float | None = 1.0,
         circle: bool = True,
         projection_downsample: int = 4,
+        body_diameter_cm: float | None = None,
+        kernel_resolution_cm: float | None = None,
         seed: int | None = None,
     ) -> None:
         if not 0.0 < dose_fraction <= 1.0:
@@ -138,6 +157,10 @@ class SimulateLowDoseCT(Randomizable, Transform):
             raise ValueError(f"SimulateLowDoseCT: electronic_noise_std must be >= 0, got {electronic_noise_std}.")
         if int(num_angles) < 1 or int(projection_downsample) < 1:
             raise ValueError("SimulateLowDoseCT: num_angles and projection_downsample must be >= 1.")
+        if body_diameter_cm is not None and (circle or not body_diameter_cm > 0):
+            raise ValueError(
+                f"SimulateLowDoseCT: body_diameter_cm must be positive and needs circle=False, got {body_diameter_cm}."
+            )
         self.dose_fraction = float(dose_fraction)
         self.i0 = float(i0)
         # same fluence per cm and per rotation whatever the discretisation: wider bins and fewer views get more counts
@@ -146,9 +169,18 @@ class SimulateLowDoseCT(Randomizable, Transform):
         self.theta = _tomo.angles(num_angles)
         self.mu_water = float(mu_water)
         self.pixel_size_cm = float(pixel_size_cm)
+        if kernel_resolution_cm is not None and not kernel_resolution_cm > 0:
+            raise ValueError(f"SimulateLowDoseCT: kernel_resolution_cm must be positive, got {kernel_resolution_cm}.")
+        self.kernel_resolution_cm = None if kernel_resolution_cm is None else float(kernel_resolution_cm)
+        self._init_args = {
+            "dose_fraction": dose_fraction, "i0": i0, "electronic_noise_std": electronic_noise_std,
+            "num_angles": num_angles, "mu_water": mu_water, "input_dose_fraction": input_dose_fraction,
+            "circle": circle, "projection_downsample": projection_downsample, "body_diameter_cm": body_diameter_cm,
+        }  # fmt: skip
         self.input_dose_fraction = None if input_dose_fraction is None else float(input_dose_fraction)
         self.circle = circle
         self.projection_downsample = int(projection_downsample)
+        self.body_diameter_cm = None if body_diameter_cm is None else float(body_diameter_cm)
         self._seed = 0
         self.set_random_state(seed)
 
@@ -158,6 +190,12 @@ class SimulateLowDoseCT(Randomizable, Transform):
 
     def _slice(self, hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noise (HU) to add to one (H, W) slice."""
+        if self.kernel_resolution_cm is not None and self.pixel_size_cm < self.kernel_resolution_cm:
+            # the noise of the kernel's resolution, simulated on a grid of that pixel size and interpolated
+            scale = self.pixel_size_cm / self.kernel_resolution_cm
+            coarse = rescale(hu, scale, order=1, anti_aliasing=True, preserve_range=True)
+            simulator = SimulateLowDoseCT(pixel_size_cm=self.kernel_resolution_cm, **self._init_args)
+            return resize(simulator._slice(coarse, rng), hu.shape, order=3, preserve_range=True)
         mu_px = np.clip(self.mu_water * (1.0 + hu / 1000.0), 0.0, None) * self.pixel_size_cm
         if self.circle:
             if hu.shape[0] != hu.shape[1]:
@@ -167,7 +205,12 @@ class SimulateLowDoseCT(Randomizable, Transform):
             grid, crop = mu_px, (slice(None), slice(None))
         else:
             grid, crop = _tomo.embed_in_circle(mu_px)
-        p = np.clip(_tomo.forward_downsampled(grid, self.theta, self.projection_downsample), 0.0, None)
+        p = _tomo.forward_downsampled(
+            grid if self.body_diameter_cm is None else self._in_body(grid, crop), self.theta, self.projection_downsample
+        )
+        if self.body_diameter_cm is not None:
+            p += self._body_beyond_grid(grid.shape[0])[:, None]
+        p = np.clip(p, 0.0, None)
 
         lam = self.effective_i0 * self.dose_fraction * np.exp(-p)
         counts = rng.poisson(lam).astype(np.float64)
@@ -181,6 +224,27 @@ class SimulateLowDoseCT(Randomizable, Transform):
             noise *= np.sqrt(np.clip(1.0 - v_in / v_low, 0.0, 1.0))
         noise_mu_px = _tomo.fbp(noise, self.theta, grid.shape[0])[crop]
         return noise_mu_px * (1000.0 / (self.mu_water * self.pixel_size_cm))
+
+    def _body_radius_px(self) -> float:
+        return 0.5 * float(self.body_diameter_cm) / self.pixel_size_cm
+
+    def _in_body(self, grid: np.ndarray, crop: tuple[slice, slice]) -> np.ndarray:
+        """``grid`` (the image embedded in its circle) with water around the image, inside the body disk."""
+        size = grid.shape[0]
+        off = np.arange(size) - size // 2
+        radius = min(self._body_radius_px(), size // 2)
+        around = off[:, None] ** 2 + off[None, :] ** 2 <= radius**2
+        around[crop] = False
+        out = grid.copy()
+        out[around] = self.mu_water * self.pixel_size_cm
+        return out
+
+    def _body_beyond_grid(self, size: int) -> np.ndarray:
+        """Line integral, per detector bin, of the water of the body disk outside the grid's inscribed circle."""
+        t = np.arange(size, dtype=np.float64) - size // 2
+        chord = 2.0 * np.sqrt(np.clip(self._body_radius_px() ** 2 - t**2, 0.0, None))
+        inside = 2.0 * np.sqrt(np.clip((size // 2) ** 2 - t**2, 0.0, None))
+        return self.mu_water * self.pixel_size_cm * np.clip(chord - inside, 0.0, None)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """

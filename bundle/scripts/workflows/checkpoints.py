@@ -2,8 +2,21 @@
 
 MONAI's ``CheckpointSaver`` (through Ignite's ``DiskSaver(atomic=False)``) deletes the previous file before
 writing the next one in place, so a process killed mid-write can be left with no usable checkpoint. These
-handlers write to a temporary file in the same folder and ``os.replace`` it, so a file is either the previous
-complete checkpoint or the new complete one.
+handlers write to a temporary file in the same folder and rename it (:func:`scripts.atomic.atomic_path`), so a
+file is either the previous complete checkpoint or the new complete one; a temporary file left by a killed run is
+removed when the next run starts.
+
+What a resumed run restores, so that it continues as if it had not stopped (:class:`ResumableCheckpoint`): the
+objects of ``save_dict`` (network, optimizer, learning-rate scheduler, best metric), the iteration count, and the
+random states of torch (CPU and CUDA), numpy and Python. The data order is restored by the sampler from the
+iteration count (:class:`scripts.workflows.TaskSampler`). What the new run's settings decide instead: the number
+of iterations, the validation interval (the length of an Ignite epoch), and the length and floor of the cosine
+schedule (``T_max``, ``eta_min``), so that extending a run continues its learning rate without a jump.
+
+Not restored: under DDP every rank takes rank 0's random states (the ranks' own are not saved); TensorBoard keeps
+the loss points a killed run logged after its last checkpoint, so they appear twice; nondeterministic GPU kernels
+are not made deterministic. On one process (CPU) a resumed run ends with the same weights, bit for bit, as the run
+that was never stopped (``tests/test_configs_train.py``).
 """
 
 from __future__ import annotations
@@ -11,40 +24,103 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["save_atomic", "ResumableCheckpoint", "BestCheckpoint"]
+from ..atomic import atomic_path, remove_stale_temporaries
+
+__all__ = [
+    "save_atomic",
+    "saved_iteration",
+    "rng_state",
+    "set_rng_state",
+    "ResumableCheckpoint",
+    "BestCheckpoint",
+]
 
 logger = logging.getLogger(__name__)
 
+#: Scheduler attributes the resumed run takes from its own settings rather than from the checkpoint.
+SCHEDULE_SETTINGS = ("T_max", "eta_min", "total_iters")
+
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``.
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path`` (mode 0644).
 
     Args:
         obj: what to save.
         path: destination; its folder is created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def saved_iteration(path: str | os.PathLike, engine_key: str = "trainer") -> int:
+    """The iteration a :class:`ResumableCheckpoint` file was saved at, read without loading its tensors.
+
+    Args:
+        path: the checkpoint file.
+        engine_key: key of the engine's state in the file.
+
+    Returns:
+        The saved engine's iteration count.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint[engine_key]["iteration"])
+
+
+def rng_state() -> dict[str, Any]:
+    """The random states of torch (CPU, and CUDA once initialised), numpy's global generator and Python's ``random``.
+
+    Returns:
+        A dictionary of tensors and numbers (loadable with ``weights_only=True``), for :func:`set_rng_state`.
+    """
+    # numpy's legacy global generator is the one set_determinism seeds and third-party code draws from
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the random states saved by :func:`rng_state` (CUDA's only where the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"].tolist()), python_state["gauss"]))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _state_dict(obj: Any) -> Any:
@@ -55,10 +131,12 @@ def _state_dict(obj: Any) -> Any:
 class ResumableCheckpoint:
     """Ignite handler saving the whole training state atomically at an interval, and optionally resuming from it.
 
-    The saved file holds ``save_dict``'s state dicts plus the attached engine's (its iteration count) under
-    ``engine_key``. With ``resume=True`` it is loaded (``weights_only=True``) when the engine starts, so training
-    continues where the file left it: a killed run loses at most one interval. ``max_epochs`` stays the one of
-    the new run. Only rank 0 writes; every rank loads.
+    The saved file holds ``save_dict``'s state dicts, the attached engine's (its iteration count) under
+    ``engine_key`` and the random states (:func:`rng_state`) under ``"rng"``. With ``resume=True`` it is loaded
+    (``weights_only=True``) when the engine starts, so training continues where the file left it: a killed run loses
+    at most one interval. The new run keeps its own ``max_epochs``, epoch length (validation interval) and schedule
+    settings (:data:`SCHEDULE_SETTINGS` of the schedulers in ``save_dict``). When the engine starts, the bundle's
+    temporary files left in ``save_dir`` by a killed run are removed. Only rank 0 writes; every rank loads.
 
     Args:
         save_dir: folder of the checkpoint.
@@ -69,6 +147,8 @@ class ResumableCheckpoint:
         resume: load the checkpoint, if there is one, when the engine starts.
         engine_key: key of the engine's own state in the file.
     """
+
+    rng_key = "rng"
 
     def __init__(
         self,
@@ -82,8 +162,9 @@ class ResumableCheckpoint:
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
-        if engine_key in save_dict:
-            raise ValueError(f"save_dict must not use the key {engine_key!r}: it holds the engine's state.")
+        for reserved in (engine_key, self.rng_key):
+            if reserved in save_dict:
+                raise ValueError(f"save_dict must not use the key {reserved!r}: the checkpoint uses it.")
         self.path = Path(save_dir) / filename
         self.save_dict = dict(save_dict)
         self.save_interval = save_interval
@@ -92,15 +173,23 @@ class ResumableCheckpoint:
         self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:
-        """Save at the interval and, with ``resume``, load when ``engine`` starts.
+        """Clean up and, with ``resume``, load when ``engine`` starts; save at the interval.
 
         Args:
             engine: the trainer.
         """
+        engine.add_event_handler(Events.STARTED, self.remove_stale_temporaries)
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load)
         event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
         engine.add_event_handler(event(every=self.save_interval), self.save)
+
+    def remove_stale_temporaries(self, engine: Engine) -> None:
+        """Remove the temporary files a killed run left in the checkpoint folder (rank 0; no write is in flight)."""
+        if idist.get_rank() != 0:
+            return
+        for path in remove_stale_temporaries(self.path.parent):
+            engine.logger.info(f"Removed {path}, left by an interrupted write.")
 
     def save(self, engine: Engine) -> None:
         """Write the checkpoint (rank 0 only)."""
@@ -108,14 +197,12 @@ class ResumableCheckpoint:
             return
         state = {key: _state_dict(obj) for key, obj in self.save_dict.items()}
         state[self.engine_key] = engine.state_dict()
-        # a run killed while writing leaves its temporary file behind: only rank 0 writes, so it is stale
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        state[self.rng_key] = rng_state()
         save_atomic(state, self.path)
         engine.logger.info(f"Saved checkpoint at iteration {engine.state.iteration}: {self.path}")
 
     def load(self, engine: Engine) -> None:
-        """Restore every object and the engine's iteration from the checkpoint, if it exists."""
+        """Restore every object, the engine's iteration and the random states from the checkpoint, if it exists."""
         if not self.path.is_file():
             engine.logger.warning(f"resume: no checkpoint at {self.path}; training starts from scratch.")
             return
@@ -123,11 +210,41 @@ class ResumableCheckpoint:
         missing = [k for k in (*self.save_dict, self.engine_key) if k not in checkpoint]
         if missing:
             raise ValueError(f"{self.path}: the checkpoint has no {missing} (keys: {sorted(checkpoint)}).")
-        max_epochs = engine.state.max_epochs
+        max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
+        schedules = {
+            key: {name: getattr(obj, name) for name in SCHEDULE_SETTINGS if hasattr(obj, name)}
+            for key, obj in self.save_dict.items()
+            if isinstance(obj, torch.optim.lr_scheduler.LRScheduler)
+        }
         Checkpoint.load_objects(to_load={**self.save_dict, self.engine_key: engine}, checkpoint=checkpoint)
-        # the new run's length wins over the saved one, as MONAI's CheckpointLoader does
+        # the new run's length and validation interval win over the saved ones
         engine.state.max_epochs = max_epochs
+        if epoch_length is not None:
+            engine.state.epoch_length = epoch_length
+            engine.state.epoch = engine.state.iteration // epoch_length
+        for key, settings in schedules.items():
+            self._keep_schedule(engine, self.save_dict[key], settings)
+        if self.rng_key in checkpoint:
+            set_rng_state(checkpoint[self.rng_key])
+        else:
+            engine.logger.warning(f"{self.path} holds no random states: the resumed run will not repeat the original.")
         engine.logger.info(f"Resumed from {self.path} at iteration {engine.state.iteration}.")
+
+    @staticmethod
+    def _keep_schedule(engine: Engine, scheduler: Any, settings: Mapping[str, Any]) -> None:
+        """Give ``scheduler`` back the new run's ``settings``; a chainable cosine then goes on from the current rate.
+
+        ``CosineAnnealingLR`` steps by the ratio of consecutive cosine values applied to the current rate, so with a
+        new ``T_max`` the rate continues from where it is down to ``eta_min`` at the new end: no jump.
+        """
+        saved = {name: getattr(scheduler, name) for name in settings}
+        for name, value in settings.items():
+            setattr(scheduler, name, value)
+        changed = {name: (saved[name], value) for name, value in settings.items() if saved[name] != value}
+        if changed:
+            lr = ", ".join(f"{v:.3g}" for v in scheduler.get_last_lr())
+            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+            engine.logger.info(f"Learning-rate schedule changed on resume ({text}); it continues from lr {lr}.")
 
 
 class BestCheckpoint:
@@ -169,7 +286,10 @@ class BestCheckpoint:
         """Save the weights if the metric is at least as good as the best so far (the released code's ``>=``)."""
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
-        if not value >= self.best_metric:  # also false for NaN
+        if not math.isfinite(value):  # NaN or inf is never a best model (inf would also block every later one)
+            engine.logger.error(f"{name} is {value}: not a best model; {self.path} is not replaced")
+            return
+        if not value >= self.best_metric:
             return
         self.best_metric, self.best_epoch = value, int(engine.state.epoch)
         if idist.get_rank() == 0:

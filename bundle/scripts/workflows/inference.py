@@ -1,266 +1,33 @@
-"""Inference on folders of NIfTI images and DICOM series: modality, slice orientation, slice-wise inferer, runner.
+"""Folder inference: the slice-wise inferer and the runner that restores a folder of images into NIfTI files.
 
 The pieces are MONAI transforms and an inferer, so MONAI Label's bundle infer task can use them as they are
 (``preprocessing`` -> ``inferer`` -> ``postprocessing``, the restoration as ``pred``). :class:`FolderInference`, an
-Ignite engine, adds what a folder run needs: finding the inputs, never touching them, never overwriting outputs
-unless asked, writing each output atomically, and going on past a bad file.
+Ignite engine, adds what a folder run needs: never touching the inputs, never overwriting what the bundle did not
+write, writing each output atomically, and going on past a bad file. Inputs are found and checked by
+:mod:`.inputs` and :mod:`.dicom`, 3-D volumes oriented by :mod:`.orientation`, outputs written by :mod:`.outputs`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pydicom
 import torch
 from ignite.engine import Engine, Events, State
-from monai.config import KeysCollection
-from monai.data import Dataset, MetaTensor, NibabelWriter
+from monai.data import Dataset, MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
-from monai.transforms import InvertibleTransform, MapTransform, Orientation
-from monai.utils import TraceKeys
-from nibabel.orientations import aff2axcodes
+from tqdm import tqdm
 
-from ..transforms import suv_from_dicom
+from ..atomic import remove_stale_temporaries
+from ..errors import UserInputError, find_user_error
+from .dicom import DicomSeries
+from .dicom_output import OUTPUT_FORMATS, series_output_status, write_dicom_series
+from .outputs import check_finite_result, output_status, write_restoration
 
-__all__ = [
-    "MODALITY_ALIASES",
-    "canonical_modality",
-    "is_nifti",
-    "find_inputs",
-    "through_plane_axis",
-    "ResolveModalityd",
-    "SliceOrientationd",
-    "SliceWiseInferer",
-    "folder_datalist",
-    "output_name",
-    "FolderInference",
-]
-
-#: Accepted spellings of the modalities (DICOM's Modality tag values included) -> task.
-MODALITY_ALIASES: dict[str, str] = {"mri": "mri", "mr": "mri", "ct": "ct", "pet": "pet", "pt": "pet"}
-
-# In-plane (rows, columns) directions of the training slices per slice-axis family (the data builders' "house"
-# orientation: axial (P, L), coronal (I, L), sagittal (I, P)).
-_INPLANE: dict[str, tuple[str, str]] = {"SI": ("P", "L"), "AP": ("I", "L"), "LR": ("I", "P")}
-_FAMILY: dict[str, str] = {"L": "LR", "R": "LR", "A": "AP", "P": "AP", "S": "SI", "I": "SI"}
-
-
-def canonical_modality(modality: str) -> str:
-    """``"mri"``, ``"ct"`` or ``"pet"`` for any accepted spelling (``MR``, ``PT``, ...).
-
-    Raises:
-        ValueError: unknown modality; the message lists the accepted ones.
-    """
-    key = str(modality).strip().lower()
-    if key not in MODALITY_ALIASES:
-        raise ValueError(f"Unknown modality {modality!r}; use one of mri, ct, pet (or DICOM's MR, CT, PT).")
-    return MODALITY_ALIASES[key]
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    """True for ``.nii`` / ``.nii.gz`` names."""
-    name = os.fspath(path).lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
-def _dicom_files(folder: Path) -> list[Path]:
-    files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return sorted(p for p in files if pydicom.misc.is_dicom(p))
-
-
-def find_inputs(dataset_dir: str | os.PathLike) -> list[Path]:
-    """The images of a folder: every NIfTI file and every folder holding DICOM files (one series each), recursively.
-
-    Args:
-        dataset_dir: a folder, or a single NIfTI file or DICOM series folder.
-
-    Returns:
-        Sorted paths (files for NIfTI, folders for DICOM series).
-
-    Raises:
-        FileNotFoundError: ``dataset_dir`` does not exist.
-        ValueError: it holds no NIfTI file and no DICOM file.
-    """
-    root = Path(dataset_dir)
-    if not root.exists():
-        raise FileNotFoundError(f"dataset_dir {root} does not exist.")
-    if root.is_file():
-        if is_nifti(root) or pydicom.misc.is_dicom(root):
-            return [root]
-        raise ValueError(f"{root} is neither a NIfTI file nor a DICOM file.")
-    found: list[Path] = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        folder = Path(folder)
-        found += [folder / f for f in sorted(files) if is_nifti(f) and not f.startswith(".")]
-        if any(not is_nifti(f) for f in files) and _dicom_files(folder):
-            found.append(folder)
-    if not found:
-        raise ValueError(f"{root} holds no NIfTI file (.nii, .nii.gz) and no DICOM series.")
-    return sorted(found)
-
-
-def through_plane_axis(image: MetaTensor) -> int:
-    """The stored spatial axis a 3-D volume's slices are stacked along, from its header.
-
-    In order: a singleton axis; the NIfTI header's ``slice_dim`` (``dim_info``); the axis of clearly largest
-    spacing (the slice thickness, more than 1% above the others); else the axis closest to the body's S-I axis.
-
-    Args:
-        image: channel-first ``(C, X, Y, Z)`` MetaTensor with an affine.
-
-    Returns:
-        0, 1 or 2.
-    """
-    shape = image.shape[1:]
-    singletons = [a for a, s in enumerate(shape) if s == 1]
-    if singletons:
-        return singletons[-1]
-    dim_info = image.meta.get("dim_info")
-    if dim_info is not None:
-        slice_dim = (int(np.asarray(dim_info).item()) >> 4) & 3  # NIfTI: bits 4-5, 1-based, 0 = unknown
-        if slice_dim:
-            return slice_dim - 1
-    affine = np.asarray(image.affine, dtype=np.float64)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    order = np.argsort(spacing)
-    if spacing[order[-1]] > 1.01 * spacing[order[-2]]:
-        return int(order[-1])
-    return int(np.argmax(np.abs(affine[2, :3]) / spacing))
-
-
-class ResolveModalityd(MapTransform):
-    """Put the image's task (``"mri"``, ``"ct"``, ``"pet"``) in the item, and bring PET DICOM to SUV.
-
-    The modality is the given one, or else the Modality tag (MR, CT, PT) of a DICOM input (read from the first file
-    of the series). A NIfTI file has no modality: without ``modality`` it is an error saying how to give it. PET
-    DICOM in Bq/ml (Units BQML) is converted to SUV (body weight), the unit the network was trained in. Apply it
-    after ``LoadImaged`` (the source path is the image's ``filename_or_obj``).
-
-    Args:
-        keys: the image key (one).
-        modality: fixed modality for every input (any spelling of :data:`MODALITY_ALIASES`), or None.
-        task_key: key the task is written to.
-        allow_missing_keys: don't raise if the key is missing.
-
-    Raises:
-        ValueError: unknown modality (at construction); per item, no modality for a NIfTI input or an unsupported
-            DICOM modality, naming the file.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "image",
-        modality: str | None = None,
-        task_key: str = "task",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.modality = None if modality in (None, "") else canonical_modality(modality)
-        self.task_key = task_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """
-        Args:
-            data: item with the loaded image.
-
-        Returns:
-            A shallow copy with ``task_key`` set (and PET DICOM values in SUV).
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            source = Path(os.fspath(image.meta.get("filename_or_obj", ""))) if isinstance(image, MetaTensor) else None
-            header = _first_dicom_header(source) if source is not None else None
-            if header is None:
-                if self.modality is None:
-                    raise ValueError(
-                        f"{source}: a NIfTI image does not say its modality; give it with --modality mri|ct|pet."
-                    )
-                d[self.task_key] = self.modality
-                continue
-            tag = str(header.get("Modality", "")).strip()
-            task = self.modality or MODALITY_ALIASES.get(tag.lower())
-            if task is None:
-                raise ValueError(f"{source}: DICOM Modality {tag!r} is not MR, CT or PT; give one with --modality.")
-            if task == "pet" and str(header.get("Units", "")).strip().upper() == "BQML":
-                d[key] = image * suv_from_dicom(header)
-            d[self.task_key] = task
-        return d
-
-
-def _first_dicom_header(source: Path) -> pydicom.Dataset | None:
-    """Header of the DICOM file, or of the first DICOM file of the series folder; None if not DICOM."""
-    if source.is_dir():
-        files = _dicom_files(source)
-        source = files[0] if files else None
-    if source is None or not source.is_file() or is_nifti(source) or not pydicom.misc.is_dicom(source):
-        return None
-    return pydicom.dcmread(source, stop_before_pixels=True)
-
-
-class SliceOrientationd(MapTransform, InvertibleTransform):
-    """Reorient a 3-D volume so that its slices are the last axis and lie as the training slices did.
-
-    The slice axis is ``slice_axis`` (a stored axis of the input) or :func:`through_plane_axis`; the in-plane axes
-    are flipped / swapped to the training orientation of that plane (axial (P, L), coronal (I, L), sagittal
-    (I, P)), with MONAI's ``Orientation``, so ``Invertd`` puts the restoration back on the input's grid. 2-D images
-    pass through.
-
-    Args:
-        keys: image keys.
-        slice_axis: stored spatial axis (0, 1, 2) to restore slices along; None: from the header.
-        allow_missing_keys: don't raise if a key is missing.
-    """
-
-    def __init__(self, keys: KeysCollection, slice_axis: int | None = None, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if slice_axis not in (None, 0, 1, 2):
-            raise ValueError(f"slice_axis must be 0, 1, 2 or None, got {slice_axis!r}.")
-        self.slice_axis = slice_axis
-        # one Orientation per target, kept: its inverse checks it is the same object that was applied
-        self._orienters: dict[str, Orientation] = {}
-
-    def target_axcodes(self, image: MetaTensor) -> str:
-        """Axis codes (e.g. ``"PLS"``) that put ``image``'s slice axis last in the training orientation."""
-        axis = through_plane_axis(image) if self.slice_axis is None else self.slice_axis
-        slice_code = aff2axcodes(np.asarray(image.affine))[axis]
-        return "".join(_INPLANE[_FAMILY[slice_code]]) + slice_code
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """
-        Args:
-            data: item with channel-first MetaTensors.
-
-        Returns:
-            A shallow copy with the 3-D images reoriented.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            if not isinstance(image, MetaTensor) or image.ndim != 4:
-                continue
-            codes = self.target_axcodes(image)
-            orienter = self._orienters.setdefault(codes, Orientation(axcodes=codes, labels=None))
-            d[key] = orienter(image)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Undo the reorientation (used by ``Invertd``)."""
-        d = dict(data)
-        by_id = {id(o): o for o in self._orienters.values()}
-        for key in self.key_iterator(d):
-            image = d[key]
-            ops = image.applied_operations if isinstance(image, MetaTensor) else []
-            if not ops or ops[-1].get(TraceKeys.ID) not in by_id:
-                continue  # a 2-D image: nothing was applied
-            d[key] = by_id[ops[-1][TraceKeys.ID]].inverse(image)
-        return d
+__all__ = ["SliceWiseInferer", "output_name", "FolderInference"]
 
 
 class SliceWiseInferer(Inferer):
@@ -275,7 +42,7 @@ class SliceWiseInferer(Inferer):
         max_slice_pixels: largest slice restored whole (default 1024 x 1024).
         tile_size: tile of larger slices.
         tile_overlap: overlap of the tiles.
-        progress: show a progress bar over the batches.
+        progress: show a progress bar: over the slices of a volume restored whole, over the batches of tiles.
     """
 
     def __init__(
@@ -315,67 +82,97 @@ class SliceWiseInferer(Inferer):
             "sw_batch_size": self.batch_size,
             "overlap": self.tile_overlap if tiled else 0.0,
             "mode": "gaussian" if tiled else "constant",
-            "progress": self.progress,
+            "progress": self.progress and tiled,  # MONAI's bar counts batches of tiles
         }
         inferer = SliceInferer(spatial_dim=2, **options) if inputs.ndim == 5 else SlidingWindowInferer(**options)
-        return inferer(inputs, network, *args, **kwargs)
+        if not (self.progress and inputs.ndim == 5 and not tiled):
+            return inferer(inputs, network, *args, **kwargs)
+        with tqdm(total=inputs.shape[0] * inputs.shape[-1], unit="slice", desc="restoring", leave=False) as bar:
+
+            def counted(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+                out = network(x, *a, **k)
+                bar.update(x.shape[0])  # one count per slice restored
+                return out
+
+            return inferer(inputs, counted, *args, **kwargs)
 
 
-def folder_datalist(dataset_dir: str | os.PathLike, image_key: str = "image") -> list[dict[str, str]]:
-    """Data-list items ``{image_key: path}`` of every input of a folder (see :func:`find_inputs`)."""
-    return [{image_key: os.fspath(path)} for path in find_inputs(dataset_dir)]
+def _message(error: BaseException, name: str) -> str:
+    """One line saying why an input failed: a user error's own message (it names the file), else the innermost
+    cause (MONAI wraps transform errors in "applying transform ...") after the input's name."""
+    user = find_user_error(error)
+    if user is not None:
+        text = str(user)
+    else:
+        while error.__cause__ is not None:
+            error = error.__cause__
+        text = f"{error}" if str(error).startswith(name) else f"{name}: failed: {type(error).__name__}: {error}"
+    text = " ".join(text.split())  # ITK's messages span lines
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
-def _root_cause(error: BaseException) -> str:
-    """The innermost cause of ``error`` (MONAI wraps transform errors in "applying transform ..."), as text."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
-
-
-def output_name(source: str | os.PathLike, input_root: str | os.PathLike, postfix: str = "restored") -> Path:
+def output_name(
+    source: str | os.PathLike | DicomSeries, input_root: str | os.PathLike, postfix: str = "restored"
+) -> Path:
     """Where the restoration of ``source`` goes, relative to the output folder: ``<rel>/<name>_<postfix>.nii.gz``.
 
+    ``<name>`` is the NIfTI file's name without extension, or the DICOM series' folder name, followed by the
+    series' label (``_series3``, or a short UID) when the folder holds several series.
+
     Args:
-        source: a NIfTI file or a DICOM series folder.
+        source: a NIfTI file, a DICOM series (:class:`~scripts.workflows.dicom.DicomSeries`) or its folder.
         input_root: the input folder (or the source itself).
         postfix: appended to the name (none if empty).
 
     Returns:
         The relative output path, mirroring the input tree.
     """
-    source, root = Path(source), Path(input_root)
+    label = source.label if isinstance(source, DicomSeries) else ""
+    source = source.path if isinstance(source, DicomSeries) else Path(source)
+    root = Path(input_root)
     root = root if root.is_dir() else root.parent
     relative = source.relative_to(root) if source != root else Path(source.name)
     name = relative.name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in (".nii.gz", ".nii", ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
+    name = f"{name}_{label}" if label else name
     return relative.parent / (f"{name}_{postfix}.nii.gz" if postfix else f"{name}.nii.gz")
 
 
 class FolderInference(Engine):
     """Ignite engine restoring a dataset of images (NIfTI files, DICOM series) into NIfTI files, one per iteration.
 
-    ``dataset`` holds ``{"image": path}`` items (:func:`folder_datalist`) and applies the preprocessing when
-    indexed. Each input ``<dataset_dir>/<rel>/<name>.nii[.gz]`` or DICOM folder ``<rel>/<name>`` gives
-    ``output_dir/<rel>/<name>_<postfix>.nii.gz``: float32, the input's shape and affine, physical units (HU for CT,
-    SUV for PET). Inputs are only read. An existing output is kept unless ``overwrite``; outputs are written to a
-    temporary file and renamed, so none is ever partial. An input that fails is logged by name and the others go
-    on; their paths are in ``state.failed`` after :meth:`run`.
+    ``dataset`` holds the items of :func:`~scripts.workflows.folder_datalist` (or plain ``{"image": path}``) and
+    applies the preprocessing when indexed. Each input ``<dataset_dir>/<rel>/<name>.nii[.gz]`` or DICOM series in
+    ``<rel>/<name>`` gives ``output_dir/<rel>/<name>_<postfix>.nii.gz`` (see :func:`output_name`): float32, the
+    input's shape and affine, physical units (HU for CT, SUV for PET), never NaN.
+
+    Files: inputs are only read. An output is written to a temporary file and renamed, so none is ever partial;
+    temporary files of a killed run are removed at the next start. Without ``overwrite`` an existing output that
+    the bundle wrote and that reads back whole is kept, one it wrote but is broken is written again, and any other
+    file in the way is an error naming it (the bundle never replaces what it did not write). Two inputs that would
+    write the same output both fail.
+
+    An input that fails is logged in one line naming it and the others go on; ``state.failed`` lists them after
+    :meth:`run`, which can also raise one error summing them up (what the command line run does).
 
     Args:
-        dataset: MONAI ``Dataset`` of ``{"image": path}`` items with the preprocessing as its transform.
+        dataset: MONAI ``Dataset`` of the items with the preprocessing as its transform.
         dataset_dir: the folder the inputs were found in (output names are relative to it).
         output_dir: folder of the outputs.
         network: the network (weights loaded by a handler such as ``CheckpointLoader``, or already).
         inferer: runs the network (e.g. :class:`SliceWiseInferer`).
         postprocessing: transform of the item with ``pred`` to physical units on the input grid.
         device: device of the network.
-        overwrite: replace existing outputs.
+        overwrite: replace existing outputs, whoever wrote them.
         output_postfix: appended to the output names.
         handlers: Ignite handlers to attach (``CheckpointLoader``, ``ProgressBar``, ...).
+        output_format: ``"auto"`` (a DICOM series gives a derived DICOM series, a NIfTI file a NIfTI file),
+            ``"nifti"`` (NIfTI for every input) or ``"dicom"`` (DICOM for every input; a NIfTI input fails). A DICOM
+            output is the folder ``<rel>/<name>_<postfix>/`` (:mod:`.dicom_output`); ``overwrite`` replaces only
+            a series folder the bundle wrote.
     """
 
     def __init__(
@@ -390,8 +187,12 @@ class FolderInference(Engine):
         overwrite: bool = False,
         output_postfix: str = "restored",
         handlers: Sequence[Any] | None = None,
+        output_format: str = "auto",
     ) -> None:
         super().__init__(self._iteration)
+        if output_format not in OUTPUT_FORMATS:
+            raise UserInputError(f"output_format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+        self.output_format = output_format
         self.dataset = dataset
         self.dataset_dir = Path(dataset_dir)
         self.output_dir = Path(output_dir)
@@ -406,71 +207,138 @@ class FolderInference(Engine):
             handler.attach(self)
         self.add_event_handler(Events.COMPLETED, self._completed)
 
-    def run(self, data: Sequence[int] | None = None, max_epochs: int = 1, **kwargs: Any) -> State:
+    def run(
+        self, data: Sequence[int] | None = None, max_epochs: int = 1, raise_on_failure: bool = False, **kwargs: Any
+    ) -> State:
         """Restore every item of the dataset (or the given indices).
 
-        Returns:
-            The engine state; ``state.failed`` lists the inputs that failed.
-        """
-        return super().run(range(len(self.dataset)) if data is None else data, max_epochs=max_epochs, **kwargs)
+        Args:
+            data: indices of the dataset's items (default: all).
+            max_epochs: 1.
+            raise_on_failure: after the run, raise one error summing up the failed inputs.
+            kwargs: passed to ``Engine.run``.
 
-    def output_path(self, source: Path) -> Path:
-        """Where the restoration of ``source`` goes."""
-        return self.output_dir / output_name(source, self.dataset_dir, self.output_postfix)
+        Returns:
+            The engine state; ``state.failed`` lists the inputs that failed, ``state.errors`` why.
+
+        Raises:
+            UserInputError: ``raise_on_failure`` and an input failed (one line; the log has each input's line).
+        """
+        state = super().run(range(len(self.dataset)) if data is None else data, max_epochs=max_epochs, **kwargs)
+        if raise_on_failure and state.failed:
+            messages = list(state.errors.values())
+            if len(messages) == 1:
+                raise UserInputError(messages[0])
+            more = f"; and {len(messages) - 3} more (see the log)" if len(messages) > 3 else ""
+            raise UserInputError(
+                f"{len(messages)} of {len(state.outcomes)} inputs failed: {'; '.join(messages[:3])}{more}"
+            )
+        return state
+
+    def input_of(self, index: int) -> Path | DicomSeries:
+        """Input ``index`` of the dataset: its ``"input"`` (from ``folder_datalist``), else its image path."""
+        item = self.dataset.data[index]
+        return item["input"] if "input" in item else Path(os.fspath(item["image"]))
+
+    def writes_dicom(self, source: Path | DicomSeries) -> bool:
+        """Whether the restoration of ``source`` is written as a DICOM series (see ``output_format``)."""
+        return self.output_format == "dicom" or (self.output_format == "auto" and isinstance(source, DicomSeries))
+
+    def output_path(self, source: Path | DicomSeries) -> Path:
+        """Where the restoration of ``source`` goes: a NIfTI file, or the folder of a DICOM series."""
+        path = self.output_dir / output_name(source, self.dataset_dir, self.output_postfix)
+        return path.with_name(path.name[: -len(".nii.gz")]) if self.writes_dicom(source) else path
 
     def restore(self, index: int) -> MetaTensor:
-        """The restoration of item ``index``, in physical units on the input's grid."""
+        """The restoration of item ``index``, in physical units on the input's grid (never NaN)."""
         data = self.dataset[index]
-        with torch.inference_mode():
-            inputs = data["image"].unsqueeze(0).to(self.device)
-            data["pred"] = self.inferer(inputs, self.network)[0].cpu()
+        image = data["image"]
+        with torch.inference_mode():  # the network gets a plain tensor; the metadata stays beside, with the image
+            inputs = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+            output = self.inferer(inputs.unsqueeze(0).to(self.device), self.network)[0].cpu()
+        pred = MetaTensor(output)
+        if isinstance(image, MetaTensor):
+            pred.copy_meta_from(image)  # the image's metadata and transforms, for Invertd in the postprocessing
+        data["pred"] = pred
         data = self.postprocessing(data)
         pred, image = data["pred"], data["image"]
         expected = tuple(int(s) for s in image.meta.get("spatial_shape", pred.shape[1:]))
         if tuple(pred.shape[1:]) != expected:
             raise RuntimeError(f"restoration of shape {tuple(pred.shape[1:])} does not match the input {expected}.")
+        check_finite_result(pred, str(self.input_of(index)))
+        pred.meta["task"] = data.get("task")  # what a DICOM output needs to store the values in the input's units
         return pred
 
     @staticmethod
     def write(pred: MetaTensor, path: Path) -> None:
-        """Write ``pred`` (channel-first) as float32 NIfTI with its affine, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = NibabelWriter(output_dtype=np.float32)
-        writer.set_data_array(pred, channel_dim=0)
-        writer.set_metadata(pred.meta, resample=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[: -len('.nii.gz')]}.", suffix=".nii.gz")
-        os.close(fd)
-        try:
-            writer.write(tmp, verbose=False)
-            os.chmod(tmp, 0o644)  # mkstemp creates the file private (0600); outputs are ordinary files
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write ``pred`` (channel first) as the bundle's float32 NIfTI, atomically (see :func:`write_restoration`)."""
+        write_restoration(pred, path)
+
+    def write_output(self, pred: MetaTensor, source: Path | DicomSeries, target: Path) -> None:
+        """Write the restoration of ``source`` to ``target`` in the format :meth:`writes_dicom` says."""
+        if not self.writes_dicom(source):
+            self.write(pred, target)
+        elif not isinstance(source, DicomSeries):
+            raise UserInputError(f"{source}: output_format dicom needs a DICOM series; use output_format auto or nifti")
+        else:
+            write_dicom_series(pred, source.files, target, task=pred.meta["task"], overwrite=self.overwrite)
 
     def _started(self, engine: Engine) -> None:
-        self.state.failed = []
+        self.state.failed, self.state.errors, self.state.outcomes = [], {}, {}
         self.network.eval()
+        indices = range(len(self.dataset))
+        self._targets = {i: self.output_path(self.input_of(i)) for i in indices}
+        self._clashes: dict[Path, list[str]] = defaultdict(list)
+        for i, target in self._targets.items():
+            self._clashes[target].append(str(self.input_of(i)))
+        for folder in sorted({t.parent for t in self._targets.values()}):
+            for path in remove_stale_temporaries(folder):
+                self.logger.info(f"removed {path}, a partial output of an earlier run that was stopped")
+
+    def _fail(self, name: str, message: str) -> dict[str, Any]:
+        self.state.failed.append(name)
+        self.state.errors[name] = message
+        self.logger.error(message)
+        return {"source": name, "status": "failed"}
 
     def _iteration(self, engine: Engine, index: int) -> dict[str, Any]:
-        source = Path(self.dataset.data[index]["image"])
-        target = self.output_path(source)
-        if target.exists() and not self.overwrite:
-            self.logger.warning(f"{target} exists, kept (overwrite=true replaces it).")
-            return {"source": source, "target": target, "status": "kept"}
+        source = self.input_of(index)
+        name, target = str(source), self._targets[index]
+        self.state.outcomes[name] = "failed"
+        if len(self._clashes[target]) > 1:
+            others = ", ".join(n for n in self._clashes[target] if n != name)
+            return self._fail(name, f"{name}: its output {target} would also be that of {others}; rename one")
+        status = output_status if not self.writes_dicom(source) else series_output_status
+        status = "missing" if self.overwrite else status(target)
+        if status == "complete":
+            self.logger.info(f"{target} exists, kept (overwrite=true writes it again).")
+            self.state.outcomes[name] = "kept"
+            return {"source": name, "target": target, "status": "kept"}
+        if status == "foreign":
+            return self._fail(
+                name,
+                f"{target}: exists and was not written by this bundle, so it is left alone; remove it, choose "
+                "another output_dir or output_postfix, or pass --overwrite true",
+            )
+        if status == "broken":
+            self.logger.warning(f"{target}: an incomplete output of this bundle; writing it again.")
         try:
-            if target.resolve() == source.resolve():
-                raise ValueError("the output would replace the input; choose another output_dir or postfix.")
-            self.write(self.restore(index), target)
+            path = source.path if isinstance(source, DicomSeries) else source
+            if target.resolve() == path.resolve():
+                raise UserInputError(
+                    f"{name}: the output would replace the input; choose another output_dir or postfix"
+                )
+            self.write_output(self.restore(index), source, target)
         except Exception as e:  # one bad input must not stop the others
-            self.state.failed.append(os.fspath(source))
-            self.logger.error(f"{source}: failed: {_root_cause(e)}")
-            return {"source": source, "target": target, "status": "failed"}
-        self.logger.info(f"{source} -> {target}")
-        return {"source": source, "target": target, "status": "restored"}
+            if find_user_error(e) is None:
+                self.logger.debug(f"{name}: traceback", exc_info=e)
+            return self._fail(name, _message(e, name))
+        self.logger.info(f"{name} -> {target}")
+        self.state.outcomes[name] = "restored"
+        return {"source": name, "target": target, "status": "restored"}
 
     def _completed(self, engine: Engine) -> None:
-        total, failed = len(self.dataset), self.state.failed
+        total, failed = len(self.state.outcomes), self.state.failed
         self.logger.info(f"{total - len(failed)} of {total} inputs restored or kept in {self.output_dir}.")
         if failed:
             self.logger.error(f"{len(failed)} failed: {', '.join(failed)}")

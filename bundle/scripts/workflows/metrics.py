@@ -7,6 +7,7 @@ as the released code's convolution with ``padding=5``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from monai.utils import evenly_divisible_all_gather
 
 from ..transforms import CT_METRIC_WINDOW, MODALITY_WINDOWS
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["METRIC_NAMES", "SSIM_WINDOW", "metric_window", "restoration_metrics", "RestorationMetrics"]
 
 #: The metrics reported per slice, in this order.
@@ -32,6 +35,7 @@ SSIM_WINDOW: tuple[int, float] = (11, 1.5)
 
 _PRED_LABEL = from_engine(["pred", "label"])
 _TASKS = from_engine(["task"])
+_IDS = from_engine(["id"])
 
 
 def metric_window(task: str) -> tuple[float, float]:
@@ -61,7 +65,8 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor, task: str) -> 
 
     Returns:
         ``{"psnr": dB, "ssim": [-1, 1], "rmse": physical units}``. The data range is that of the clipped target;
-        a constant target (range 0) falls back to the window's width so the numbers stay finite.
+        a constant target (range 0) falls back to the window's width. A prediction holding NaN gives NaN
+        values; an exact restoration (MSE 0, e.g. of a constant slice) an infinite PSNR.
 
     Raises:
         ValueError: shapes differ, or unknown task.
@@ -74,7 +79,8 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor, task: str) -> 
     t = torch.as_tensor(target).detach().double().clamp(low, high).reshape(1, 1, *target.shape[-2:])
     data_range = float(t.max() - t.min()) or (high - low)
     mse = float(torch.mean((p - t) ** 2))
-    psnr = 10.0 * math.log10(data_range**2 / mse) if mse > 0 else math.inf
+    # NaN stays NaN: "mse > 0 else inf" turned the MSE of a NaN prediction into an infinite PSNR
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
     # SSIM is scale-invariant given C1, C2 scale with the data range: scaling to range 1 keeps MONAI's float32
     # convolutions accurate; zero-padding by half the window keeps the border pixels, as the released code does.
     size, sigma = SSIM_WINDOW
@@ -133,21 +139,33 @@ class RestorationMetrics(Metric):
         """Add a batch of slices.
 
         Args:
-            output: ``(preds, targets, tasks)``.
+            output: ``(preds, targets, tasks)`` or ``(preds, targets, tasks, slice ids)``; a slice whose values
+                are not finite is logged as an error naming its task and id.
         """
-        preds, targets, tasks = output
+        preds, targets, tasks = output[:3]
         if isinstance(tasks, str):
             tasks = [tasks] * len(preds)
-        for pred, target, task in zip(preds, targets, tasks, strict=True):
+        ids = output[3] if len(output) > 3 and output[3] is not None else [None] * len(preds)
+        for pred, target, task, slice_id in zip(preds, targets, tasks, ids, strict=True):
             if task not in self.tasks:
                 raise ValueError(f"RestorationMetrics: task {task!r} is not among {self.tasks}.")
             values = restoration_metrics(pred, target, task)
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                logger.error(f"{task} slice {slice_id if slice_id is not None else '?'}: non-finite metrics {bad}")
             self._rows.append([float(self.tasks.index(task))] + [values[m] for m in METRIC_NAMES])
 
     def iteration_completed(self, engine: Engine) -> None:
         """Add the slices of the engine's current iteration (outputs and their batch's tasks)."""
         preds, targets = self._output_transform(engine.state.output)
-        self.update((preds, targets, self.batch_transform(engine.state.batch)))
+        batch = engine.state.batch
+        try:
+            ids = _IDS(batch)
+        except KeyError:  # items without slice ids
+            ids = None
+        if isinstance(ids, tuple):  # from_engine gives a 1-tuple for a collated batch
+            ids = ids[0]
+        self.update((preds, targets, self.batch_transform(batch), ids))
 
     def compute(self) -> dict[str, float]:
         """Average per task, then over the tasks present.

@@ -1,87 +1,166 @@
-"""How the training workflow draws its data: iteration counts, per-task weights, validation subsets."""
+"""How the training workflow draws its data: a resumable per-task sampler, per-item random seeds, loader workers.
+
+A training run must give the same result whether it ran in one go or was stopped and resumed, and whatever the
+number of loader workers. So the order of a pass over the data is a function of ``(seed, pass)`` only
+(:class:`TaskSampler`, which can start mid-pass), and the random transforms of each draw are seeded from
+``(seed, pass, rank, position)`` (:class:`SeededDataset`), not from the state of a worker process.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from monai.data import DistributedSampler
-from torch.utils.data import Sampler, WeightedRandomSampler
+from monai.data.utils import set_rnd
+from torch.utils.data import Dataset, Sampler
 
 from ..data.slices import limit_per_task
 
-__all__ = ["num_epochs", "limit_per_task", "task_sampler"]
+__all__ = ["TaskSampler", "SeededDataset", "default_num_workers", "limit_per_task"]
+
+_ORDER, _DRAWS, _SEEDS = 0, 1, 2  # independent random streams of a pass
 
 
-def num_epochs(num_iterations: int, epoch_length: int) -> int:
-    """Ignite epochs that make ``num_iterations`` iterations of ``epoch_length`` each.
-
-    The training workflow calls every ``val_interval`` iterations an epoch (validation and checkpoint at its end).
-
-    Args:
-        num_iterations: total training iterations.
-        epoch_length: iterations per epoch (``val_interval``).
-
-    Returns:
-        ``num_iterations // epoch_length``.
-
-    Raises:
-        ValueError: non-positive values, or ``num_iterations`` not a multiple of ``epoch_length``.
-    """
-    if num_iterations < 1 or epoch_length < 1:
-        raise ValueError(f"num_iterations ({num_iterations}) and val_interval ({epoch_length}) must be >= 1.")
-    if num_iterations % epoch_length:
-        raise ValueError(
-            f"num_iterations ({num_iterations}) must be a multiple of val_interval ({epoch_length}): training "
-            "runs whole validation intervals."
-        )
-    return num_iterations // epoch_length
+def _generator(*entropy: int) -> torch.Generator:
+    """A torch generator seeded from several integers (numpy's ``SeedSequence`` mixes them)."""
+    state = np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
-def task_sampler(
-    items: Sequence[Mapping[str, Any]],
-    task_weights: Mapping[str, float] | None,
-    seed: int = 0,
-    num_replicas: int | None = None,
-    rank: int = 0,
-) -> Sampler | None:
-    """A sampler drawing tasks in the given proportions, or None for plain shuffling (the released code's pooling).
+class TaskSampler(Sampler[tuple[int, int]]):
+    """Draws one pass over the training items at a time, re-seeded per pass; yields ``(index, item seed)``.
 
-    Without weights every slice is equally likely, so the task with most slices dominates the batches. With
-    ``task_weights`` a task's share of the draws is proportional to its weight whatever its slice count.
+    Without ``task_weights`` a pass is a shuffle of all items (every slice once; the task with most slices
+    dominates, as in the released code). With ``task_weights`` a pass is as many draws with replacement, a task's
+    share of them proportional to its weight whatever its slice count. Under ``DistributedDataParallel``
+    (``num_replicas`` given) each rank draws its share of a pass: disjoint slices of one shuffle (padded to an
+    even split, as ``DistributedSampler`` does), or its own weighted draws.
 
-    Under ``DistributedDataParallel`` (``num_replicas`` given) each rank draws its share of a pass: without weights
-    a shuffling ``DistributedSampler`` (disjoint slices per rank); with weights independent weighted draws seeded
-    per rank, which is the same distribution as one weighted sampler, since draws are with replacement.
+    Pass ``p`` depends only on ``(seed, p)`` (and the rank), and :meth:`seek` starts the next pass mid-way, so a
+    resumed run draws exactly what the uninterrupted run would have. Each yielded item seed seeds the random
+    transforms of that draw (:class:`SeededDataset`).
 
     Args:
         items: the training items (one per slice) with a ``"task"``.
         task_weights: e.g. ``{"mri": 1, "ct": 1, "pet": 1}``; None for plain shuffling.
-        seed: seed of the sampler's generator.
+        seed: seed of the draws.
         num_replicas: number of DDP processes; None when not distributed.
         rank: this process's rank, with ``num_replicas``.
 
-    Returns:
-        A ``WeightedRandomSampler`` (with replacement, ``ceil(len(items) / num_replicas)`` draws per pass), a
-        ``DistributedSampler``, or None.
-
     Raises:
-        ValueError: a task of the items has no positive weight; ``rank`` outside ``[0, num_replicas)``.
+        ValueError: no items; a task of the items has no positive weight; ``rank`` outside ``[0, num_replicas)``.
     """
-    if num_replicas is not None and not 0 <= rank < num_replicas:
-        raise ValueError(f"rank {rank} is not in [0, {num_replicas}).")
-    if task_weights is None:
-        if num_replicas is None:
-            return None
-        return DistributedSampler(items, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-    counts = Counter(item["task"] for item in items)
-    bad = [t for t in counts if not task_weights.get(t, 0) > 0]
-    if bad:
-        raise ValueError(f"task_weights {dict(task_weights)} give no positive weight to tasks {bad}.")
-    weights = [task_weights[item["task"]] / counts[item["task"]] for item in items]
-    generator = torch.Generator().manual_seed(seed + rank)
-    num_samples = math.ceil(len(items) / (num_replicas or 1))
-    return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
+
+    def __init__(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        task_weights: Mapping[str, float] | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int = 0,
+    ) -> None:
+        if not items:
+            raise ValueError("TaskSampler: there are no training items.")
+        replicas = 1 if num_replicas is None else int(num_replicas)
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank {rank} is not in [0, {replicas}).")
+        self.weights: torch.Tensor | None = None
+        if task_weights is not None:
+            counts = Counter(item["task"] for item in items)
+            bad = [t for t in counts if not task_weights.get(t, 0) > 0]
+            if bad:
+                raise ValueError(f"task_weights {dict(task_weights)} give no positive weight to tasks {bad}.")
+            weights = [task_weights[item["task"]] / counts[item["task"]] for item in items]
+            self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.num_items = len(items)
+        self.num_replicas, self.rank, self.seed = replicas, int(rank), int(seed)
+        self.num_samples = math.ceil(self.num_items / replicas)
+        self.pass_index, self.start = 0, 0
+
+    def __len__(self) -> int:
+        """Draws per pass for this rank."""
+        return self.num_samples
+
+    def seek(self, pass_index: int, position: int = 0) -> None:
+        """Make the next pass pass number ``pass_index`` (from 0), starting at its ``position``-th draw.
+
+        Args:
+            pass_index: which pass comes next.
+            position: how many of its draws were already used.
+        """
+        if pass_index < 0 or not 0 <= position <= self.num_samples:
+            raise ValueError(f"cannot seek to draw {position} of pass {pass_index} ({self.num_samples} per pass).")
+        self.pass_index, self.start = int(pass_index), int(position)
+
+    def indices(self, pass_index: int) -> list[int]:
+        """This rank's item indices of pass ``pass_index``, in order."""
+        if self.weights is not None:
+            draws = _generator(self.seed, pass_index, self.rank, _DRAWS)
+            return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=draws).tolist()
+        order = torch.randperm(self.num_items, generator=_generator(self.seed, pass_index, _ORDER))
+        total = self.num_samples * self.num_replicas
+        order = order.repeat(math.ceil(total / self.num_items))[:total]  # pad to an even split
+        return order[self.rank :: self.num_replicas].tolist()
+
+    def item_seeds(self, pass_index: int) -> list[int]:
+        """The seeds of the random transforms of this rank's draws of pass ``pass_index``."""
+        seeds = _generator(self.seed, pass_index, self.rank, _SEEDS)
+        return torch.randint(0, 2**31 - 1, (self.num_samples,), generator=seeds).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """The ``(index, item seed)`` draws of the next pass (from the position of :meth:`seek`, if any)."""
+        pass_index, start = self.pass_index, self.start
+        self.pass_index, self.start = pass_index + 1, 0
+        draws = list(zip(self.indices(pass_index), self.item_seeds(pass_index), strict=True))
+        return iter(draws[start:])
+
+
+class SeededDataset(Dataset):
+    """A view of a MONAI dataset indexed by ``(index, seed)``: its random transforms are seeded before each item.
+
+    So what a draw of :class:`TaskSampler` gives depends on its seed only, not on which loader worker runs it or
+    what that worker drew before.
+
+    Args:
+        dataset: a MONAI ``Dataset`` (or any dataset whose ``transform`` attribute holds its random transforms).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        """Item ``index`` of the dataset, with its random transforms seeded by ``seed``.
+
+        Args:
+            key: ``(index, seed)``, as :class:`TaskSampler` yields.
+        """
+        index, seed = key
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None:
+            set_rnd(transform, seed)
+        return self.dataset[index]
+
+
+def default_num_workers(limit: int = 4) -> int:
+    """Data-loader workers this process can use: its CPUs less one for itself, shared with the other local ranks.
+
+    Args:
+        limit: at most this many.
+
+    Returns:
+        ``min(limit, cpus // local processes - 1)``, at least 0 (load in the main process).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(limit, cpus // local_processes - 1))
