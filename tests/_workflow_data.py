@@ -121,3 +121,14 @@ def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def pet_attributes(units: str = "BQML", injection_time: str = "100000") -> dict:
+    """DICOM attributes of a PET series acquired at 10:00, decay-corrected to the start, of a 70 kg patient."""
+    isotope = Dataset()
+    isotope.RadionuclideTotalDose, isotope.RadionuclideHalfLife = 3.5e8, 6586.2
+    isotope.RadiopharmaceuticalStartTime = injection_time
+    return {
+        "Units": units, "DecayCorrection": "START", "PatientWeight": 70, "SeriesTime": "100000",
+        "AcquisitionTime": "100000", "RadiopharmaceuticalInformationSequence": [isotope],
+    }  # fmt: skip

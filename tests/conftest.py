@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -16,3 +17,12 @@ def restore_logging():
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one thread: tiny networks are slower on two busy cores than on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

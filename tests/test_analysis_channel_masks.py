@@ -11,12 +11,7 @@ from scripts.networks import AMIR
 TASKS = ["mri", "ct", "pet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_amir() -> AMIR:

@@ -12,12 +12,7 @@ TASKS = ["mri", "ct", "pet"]
 ATOM_DIM = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TaskCodeRIN(nn.Module):

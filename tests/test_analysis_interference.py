@@ -9,13 +9,7 @@ from scripts.analysis import interference_sets, task_interference
 from scripts.networks import AMIR
 from torch import nn
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TwoGains(nn.Module):

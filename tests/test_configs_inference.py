@@ -11,12 +11,12 @@ from _workflow_data import (
     BUNDLE,
     bundle_command,
     identity_weights,
+    pet_attributes,
     tiny_network_config,
     write_dicom_series,
     write_nifti,
 )
 from monai.transforms import LoadImage
-from pydicom.dataset import Dataset as DicomDataset
 from scripts.transforms import zero_fill_affine
 
 AFFINE = np.array([[0.0, -0.9, 0, 10], [1.1, 0, 0, -5], [0, 0, 3.0, 2], [0, 0, 0, 1]])
@@ -87,13 +87,7 @@ def test_dicom_series_to_dicom_and_low_resolution_mri(tmp_path):
     inputs, out = tmp_path / "in", tmp_path / "out"
     ct = np.random.default_rng(0).integers(0, 2500, (20, 24, 3))
     write_dicom_series(inputs / "ct", ct, extra={"SeriesDescription": "abdomen"})  # HU = stored - 1024
-    isotope = DicomDataset()
-    isotope.RadionuclideTotalDose, isotope.RadionuclideHalfLife = 3.5e8, 6586.2
-    isotope.RadiopharmaceuticalStartTime = "100000"
-    pet = {
-        "Units": "BQML", "DecayCorrection": "START", "PatientWeight": 70, "SeriesTime": "100000",
-        "AcquisitionTime": "100000", "RadiopharmaceuticalInformationSequence": [isotope],
-    }  # fmt: skip
+    pet = pet_attributes()
     write_dicom_series(inputs / "pet", np.full((16, 16, 2), 10000), modality="PT", intercept=0, extra=pet)  # 2 SUV
     low = band_limited((64, 64, 2))  # a 64 x 64 acquisition of 4 mm voxels: 256 mm field of view
     write_nifti(inputs / "mr_64.nii.gz", low, np.diag([4.0, 4.0, 5.0, 1.0]))

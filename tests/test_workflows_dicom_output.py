@@ -7,11 +7,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from _workflow_data import BUNDLE
+from _workflow_data import BUNDLE, pet_attributes
 from _workflow_data import write_dicom_series as make_series
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
-from pydicom.dataset import Dataset as DicomDataset
 from scripts.errors import UserInputError
 from scripts.ownership import MARKER
 from scripts.transforms import KSpaceZeroFill, suv_from_dicom, zero_fill_affine
@@ -35,13 +34,7 @@ def physical(ds):
 
 
 def pet_header(units="BQML"):
-    isotope = DicomDataset()
-    isotope.RadionuclideTotalDose, isotope.RadionuclideHalfLife = 3.5e8, 6586.2
-    isotope.RadiopharmaceuticalStartTime = "090000"
-    return {
-        "Units": units, "DecayCorrection": "START", "PatientWeight": 70, "SeriesTime": "100000",
-        "AcquisitionTime": "100000", "RadiopharmaceuticalInformationSequence": [isotope],
-    }  # fmt: skip
+    return pet_attributes(units, injection_time="090000")
 
 
 def itk_geometry(path):

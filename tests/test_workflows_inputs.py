@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from _inference_cases import AFFINE, ct_values, nifti_with, write_series
-from _workflow_data import write_dicom_series, write_nifti
+from _workflow_data import pet_attributes, write_dicom_series, write_nifti
 from monai.data import MetaTensor
-from pydicom.dataset import Dataset as DicomDataset
 from scripts.data import DataError
 from scripts.data.loading import read_dicom_slice
 from scripts.errors import UserInputError
@@ -143,13 +142,7 @@ def test_ct_without_rescale_tags_is_refused_by_inference_and_training_alike(tmp_
 
 
 def test_pet_dicom_in_bq_per_ml_becomes_suv(tmp_path):
-    isotope = DicomDataset()
-    isotope.RadionuclideTotalDose, isotope.RadionuclideHalfLife = 3.5e8, 6586.2
-    isotope.RadiopharmaceuticalStartTime = "100000"
-    pet = {
-        "Units": "BQML", "DecayCorrection": "START", "PatientWeight": 70, "SeriesTime": "100000",
-        "AcquisitionTime": "100000", "RadiopharmaceuticalInformationSequence": [isotope],
-    }  # fmt: skip
+    pet = pet_attributes()
     write_dicom_series(tmp_path / "pet", np.full((16, 16, 2), 10000), modality="PT", intercept=0, extra=pet)
     (item,) = folder_datalist(tmp_path)
     out = ResolveModalityd("image")(load(item))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -38,6 +38,7 @@ from skimage.transform import downscale_local_mean
 
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET
 from .loading import read_dicom_slice
+from .pairs import SlicePair
 from .slices import DataError, axis_family, inplane_target, orient_slice
 
 __all__ = [
@@ -119,30 +120,6 @@ SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("mr-brain-epi", "nibabel", "tests/data/example4d.nii.gz", _NIBABEL, "test", ("mri", "pet"),
                  "brain EPI (first volume), 128x96x24 at 2 mm"),
 )  # fmt: skip
-
-
-@dataclass
-class SlicePair:
-    """One LQ / HQ slice pair of the corpus.
-
-    Attributes:
-        task: ``mri``, ``ct`` or ``pet``.
-        split: ``train``, ``val`` or ``test``.
-        subject: the source's id.
-        lq, hq: ``(H, W)`` float32, physical units, in the house orientation.
-        spacing: (row, column) pixel size in mm.
-        axcodes: the slice's (rows, columns, slice axis) directions, for the NIfTI affine.
-        extra: keys added to the data-list item (``spacing``, ``body_diameter_cm``).
-    """
-
-    task: str
-    split: str
-    subject: str
-    lq: np.ndarray
-    hq: np.ndarray
-    spacing: tuple[float, float]
-    axcodes: tuple[str, str, str] = ("P", "L", "S")
-    extra: dict = field(default_factory=dict)
 
 
 def source_path(source: CorpusSource) -> Path:

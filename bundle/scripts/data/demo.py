@@ -41,7 +41,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -52,6 +51,7 @@ from monai.data import load_decathlon_datalist
 from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET
 from .loading import read_dicom_slice
+from .pairs import SlicePair
 from .slices import TASKS, DataError, affine_from_axcodes, normalize_split, orient_slice
 
 __all__ = [
@@ -84,19 +84,6 @@ CT_CROP, CT_STRIDE, CT_BODY_FRACTION = 128, 64, 0.6
 MRI_SLICES, MRI_STEP, MRI_FIRST, MRI_PEAK, MRI_SIZE = 20, 5, 30, 3000.0, (208, 176)
 PET_SLICES, PET_STEP, PET_FIRST, PET_SIZE = 16, 3, 20, (112, 96)
 PET_GREY_SUV, PET_WHITE_SUV, PET_DRF = 8.0, 2.0, 12.0
-_AXIAL = ("P", "L", "S")  # the house orientation of axial slices, stored as (H, W, 1)
-
-
-@dataclass
-class _Pair:
-    task: str
-    split: str
-    subject: str
-    lq: np.ndarray
-    hq: np.ndarray
-    spacing: tuple[float, float]
-    axcodes: tuple[str, str, str] = _AXIAL
-    extra: dict = field(default_factory=dict)
 
 
 def default_demo_dir() -> Path:
@@ -130,7 +117,7 @@ def _within_limit(assignments: list[tuple], limit: int | None, counts: dict[str,
     return kept
 
 
-def _mri_pairs(limit: int | None) -> Iterator[_Pair]:
+def _mri_pairs(limit: int | None) -> Iterator[SlicePair]:
     from nilearn.datasets import load_mni152_template  # slow import, only needed here
 
     template = load_mni152_template(resolution=1)
@@ -143,7 +130,7 @@ def _mri_pairs(limit: int | None) -> Iterator[_Pair]:
         hq = _center_crop(orient_slice(volume[:, :, z], codes[:2], codes[2]), MRI_SIZE) * MRI_PEAK
         hq = np.ascontiguousarray(hq, dtype=np.float32)
         lq = np.asarray(crop(hq[None]))[0]
-        yield _Pair("mri", split, "mni152", lq, hq, (1.0, 1.0))
+        yield SlicePair("mri", split, "mni152", lq, hq, (1.0, 1.0))
 
 
 def _ct_crops(hu: np.ndarray) -> list[tuple[int, int]]:
@@ -175,7 +162,7 @@ def _ct_sources() -> list[tuple[str, Path]]:
     return found
 
 
-def _ct_pairs(limit: int | None) -> Iterator[_Pair]:
+def _ct_pairs(limit: int | None) -> Iterator[SlicePair]:
     sources = _ct_sources()
     if not sources:
         raise DataError(f"pydicom ships none of the demo CT files {list(CT_SOURCES)}")
@@ -202,10 +189,11 @@ def _ct_pairs(limit: int | None) -> Iterator[_Pair]:
         lq = np.asarray(simulate(hq[None]))[0]
         for (top, left), split in origins:
             window = np.s_[top : top + CT_CROP, left : left + CT_CROP]
-            yield _Pair("ct", split, Path(name).stem, lq[window].copy(), hq[window].copy(), (spacing[0], spacing[1]))
+            crop_lq, crop_hq = lq[window].copy(), hq[window].copy()
+            yield SlicePair("ct", split, Path(name).stem, crop_lq, crop_hq, (spacing[0], spacing[1]))
 
 
-def _pet_pairs(limit: int | None) -> Iterator[_Pair]:
+def _pet_pairs(limit: int | None) -> Iterator[SlicePair]:
     from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
 
     grey = load_mni152_gm_template(resolution=2)
@@ -219,7 +207,7 @@ def _pet_pairs(limit: int | None) -> Iterator[_Pair]:
         phantom = _center_crop(orient_slice(activity[:, :, z], codes[:2], codes[2]), PET_SIZE)
         simulate = SimulateLowDosePET(PET_DRF, seed=2000 + i)
         lq, hq = simulate.simulate_pair(np.ascontiguousarray(phantom, dtype=np.float32)[None])
-        yield _Pair("pet", split, "mni152-phantom", np.asarray(lq)[0], np.asarray(hq)[0], (2.0, 2.0))
+        yield SlicePair("pet", split, "mni152-phantom", np.asarray(lq)[0], np.asarray(hq)[0], (2.0, 2.0))
 
 
 def _write_nifti(array: np.ndarray, spacing: Sequence[float], axcodes: Sequence[str], path: Path) -> None:
