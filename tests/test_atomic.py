@@ -7,8 +7,16 @@ import stat
 import numpy as np
 import pytest
 from _workflow_data import dead_pid
-from scripts.atomic import TEMP_TAG, atomic_path, remove_stale_temporaries, temporary_name, write_text_atomic
-from scripts.ownership import MARKER
+from scripts.atomic import (
+    TEMP_TAG,
+    atomic_folder,
+    atomic_path,
+    remove_stale_temporaries,
+    temporary_name,
+    write_text_atomic,
+)
+from scripts.errors import UserInputError
+from scripts.ownership import MARKER, folder_kind
 from scripts.workflows import save_png
 
 
@@ -56,3 +64,24 @@ def test_only_leftovers_of_dead_bundle_writers_are_removed(tmp_path):
 def test_png_is_written_atomically(tmp_path):
     save_png(np.zeros((4, 5), np.uint8), tmp_path / "f.png")
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_a_folder_replaces_only_the_bundles_own_and_a_failure_leaves_the_old_one(tmp_path):
+    target = tmp_path / "series"
+    with atomic_folder(target, "dicom-output") as tmp:
+        (tmp / "1.dcm").write_text("first")
+    assert folder_kind(target) == "dicom-output" and stat.S_IMODE(target.stat().st_mode) == 0o755
+    with pytest.raises(RuntimeError), atomic_folder(target, "dicom-output") as tmp:
+        (tmp / "1.dcm").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "1.dcm").read_text() == "first"
+    with atomic_folder(target, "dicom-output") as tmp:
+        (tmp / "1.dcm").write_text("second")
+    assert (target / "1.dcm").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # no temporary folder left
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="left untouched"), atomic_folder(users, "dicom-output"):
+        pass
+    assert (users / "notes.txt").read_text() == "mine"

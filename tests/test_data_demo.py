@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _workflow_data import BUNDLE, bundle_command
+from _workflow_data import BUNDLE, bundle_command, dead_pid
 from monai.data import load_decathlon_datalist
+from scripts.atomic import temporary_name
 from scripts.data import DataError, LoadSlicePaird, build_datalist
 from scripts.data import demo as demo_module
 from scripts.data.demo import build_demo_set, main
 from scripts.errors import UserInputError
-from scripts.ownership import MARKER, folder_kind
+from scripts.ownership import MARKER, folder_kind, mark_folder
 from scripts.transforms import MODALITY_WINDOWS, KSpaceCrop
 
 
@@ -140,13 +139,16 @@ def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path):
     assert (folder / "notes.txt").read_text() == "a user's file"
 
 
-def test_stale_build_folders_of_a_killed_build_are_removed(tmp_path):
-    stale, fresh = tmp_path / ".demo-build-abc", tmp_path / ".demo-build-def"
-    for path in (stale, fresh):
+def test_what_a_killed_build_left_is_removed_and_nothing_else(tmp_path):
+    killed = tmp_path / f"{temporary_name('demo', dead_pid())}abc"  # killed before its rename
+    running = tmp_path / f"{temporary_name('demo')}def"  # a build in progress (this process)
+    unmarked = tmp_path / f"{temporary_name('demo', dead_pid())}ghi"  # named alike, but not the bundle's
+    for path in (killed, running, unmarked):
         (path / "slices").mkdir(parents=True)
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    mark_folder(killed, "demo-set")
+    mark_folder(running, "demo-set")
     build_demo_set(tmp_path / "demo", limit=1, version=1)
-    assert not stale.exists() and fresh.exists()  # a build younger than an hour may be another process's
+    assert not killed.exists() and running.exists() and unmarked.exists()
 
 
 @pytest.mark.parametrize("config", ["evaluate.json", "train.json"])

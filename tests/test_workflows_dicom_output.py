@@ -7,10 +7,11 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from _workflow_data import BUNDLE, pet_attributes
+from _workflow_data import BUNDLE, dead_pid, pet_attributes
 from _workflow_data import write_dicom_series as make_series
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
+from scripts.atomic import temporary_name
 from scripts.errors import UserInputError
 from scripts.ownership import MARKER
 from scripts.transforms import KSpaceZeroFill, suv_from_dicom, zero_fill_affine
@@ -121,7 +122,7 @@ def test_outputs_are_replaced_only_when_asked_and_only_if_the_bundle_wrote_them(
     first = {ds.SOPInstanceUID for ds in read_folder(target)}
     with pytest.raises(FileExistsError, match="overwrite"):
         write_dicom_series(image, source, target, task="ct")
-    stale = tmp_path / ".ct_restored.abc.partial"
+    stale = tmp_path / f"{temporary_name('ct_restored', dead_pid())}abc"  # a write killed before its rename
     stale.mkdir()
     (stale / MARKER).write_text(json.dumps({"created_by": "amir_bundle", "kind": "dicom-output"}))
     write_dicom_series(image, source, target, task="ct", overwrite=True)

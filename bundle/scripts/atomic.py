@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["TEMP_TAG", "atomic_path", "write_text_atomic", "remove_stale_temporaries", "temporary_name"]
+from .ownership import check_replaceable, folder_kind, mark_folder
+
+__all__ = [
+    "TEMP_TAG",
+    "atomic_path",
+    "atomic_folder",
+    "write_text_atomic",
+    "remove_stale_temporaries",
+    "temporary_name",
+]
 
 #: Part of every temporary name the bundle writes, before the writer's process id.
 TEMP_TAG = ".amir-tmp-"
@@ -71,6 +81,39 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_folder(target: str | os.PathLike, kind: str) -> Iterator[Path]:
+    """Yield a new folder beside ``target``, marked as the bundle's ``kind``; when the block ends without error, it
+    replaces ``target`` (missing, empty, or the bundle's own ``kind``: anything else is left untouched, an error).
+
+    Args:
+        target: the folder to create or replace.
+        kind: what the bundle builds there (see :mod:`scripts.ownership`).
+
+    Yields:
+        The temporary folder to fill (0755, the marker already in it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=temporary_name(target.name)))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the result private
+        mark_folder(tmp, kind)
+        yield tmp
+        if target.exists():
+            check_replaceable(target, kind, "It appeared while the bundle was writing its replacement.")
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=temporary_name(target.name)))
+            mark_folder(old, kind)  # so that a kill before the removal leaves something the next run removes
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -78,10 +121,11 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Remove the temporary files the bundle left in ``folder`` when it was killed mid-write.
+    """Remove the temporary files and folders the bundle left in ``folder`` when it was killed mid-write.
 
-    Only names the bundle gives its temporary files are touched, and only those whose writer process is no longer
-    running (a write in progress, in this process or another, is left alone).
+    Only names the bundle gives its temporary files are touched (folders only if they also carry the bundle's
+    marker), and only those whose writer process is no longer running (a write in progress, in this process or
+    another, is left alone).
 
     Args:
         folder: where to look; a missing folder holds nothing.
@@ -98,7 +142,12 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False)
         match = _TEMPORARY.match(path.name)
         if not match or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
             continue
-        if path.is_file() and not path.is_symlink():
+        if path.is_symlink():
+            continue
+        if path.is_file():
             path.unlink(missing_ok=True)
+            removed.append(path)
+        elif path.is_dir() and folder_kind(path) is not None:  # a folder only if it carries the bundle's marker
+            shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

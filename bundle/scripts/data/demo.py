@@ -25,20 +25,17 @@ transforms need. :data:`DEMO_VERSION` is the version built by default.
 Files: ``<dir>/slices/<task>_<nnn>_{lq,hq}.nii.gz`` (float32, physical units, (H, W, 1) with an affine stating the
 house orientation) and ``<dir>/datalist.json`` (``training`` / ``validation`` / ``test`` lists, readable by
 ``monai.data.load_decathlon_datalist``), ``<dir>/.amir-bundle.json`` (the bundle's marker: only a folder holding it
-is ever replaced). The folder is built in a temporary sibling and renamed into place, so an interrupted build leaves
-no partial set; a sibling left by a killed build is removed by a later build.
+is ever replaced). The folder is built in a temporary sibling and renamed into place
+(:func:`scripts.atomic.atomic_folder`), so an interrupted build leaves no partial set; a sibling left by a killed
+build is removed by a later build.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import itertools
 import json
 import os
-import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +45,7 @@ import numpy as np
 import pydicom
 from monai.data import load_decathlon_datalist
 
+from ..atomic import atomic_folder, remove_stale_temporaries
 from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET
 from .loading import read_dicom_slice
@@ -248,7 +246,6 @@ def _build_into(folder: Path, limit: int | None, version: int = DEMO_VERSION) ->
     }
     # written last: its presence marks a complete set
     (folder / DATALIST).write_text(json.dumps(datalist, indent=1, sort_keys=True) + "\n")
-    mark_folder(folder, DEMO_KIND)
     return datalist
 
 
@@ -275,16 +272,6 @@ def _is_complete(folder: Path, limit: int | None, version: int = DEMO_VERSION) -
         return False
     items = [item for key in _KEYS.values() for item in datalist.get(key, [])]
     return bool(items) and all((folder / item[k]).is_file() for item in items for k in ("image", "label"))
-
-
-def _remove_stale_builds(out: Path, min_age_s: float = 3600.0) -> None:
-    """Remove the temporary siblings of ``out`` that a killed build left (older than ``min_age_s``: a build running
-    in another process at the same time keeps its own)."""
-    now = time.time()
-    for prefix in (f".{out.name}-build-", f".{out.name}-old-"):
-        for path in out.parent.glob(f"{glob.escape(prefix)}*"):
-            if path.is_dir() and now - path.stat().st_mtime > min_age_s:
-                shutil.rmtree(path, ignore_errors=True)
 
 
 def build_demo_set(
@@ -324,20 +311,9 @@ def build_demo_set(
     if not force and folder_kind(out) == DEMO_KIND and _is_complete(out, limit, version):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the set private once renamed
+    remove_stale_temporaries(out.parent)  # what a killed build left beside the set
+    with atomic_folder(out, DEMO_KIND) as tmp:
         _build_into(tmp, limit, version)
-        if out.exists():
-            check_replaceable(out, DEMO_KIND, "It changed while the demo set was being built.")  # checked again
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            shutil.rmtree(old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -17,8 +17,6 @@ import copy
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,8 +29,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
+from ..atomic import atomic_folder, remove_stale_temporaries
 from ..errors import UserInputError
-from ..ownership import MARKER, folder_kind, mark_folder
+from ..ownership import MARKER, folder_kind
 from ..transforms import suv_from_dicom
 from .inputs import MODALITY_ALIASES, canonical_modality
 
@@ -284,7 +283,7 @@ def write_series_folder(
 
     The folder carries the bundle's marker (:data:`~scripts.ownership.MARKER`, a hidden file DICOM readers skip),
     so that a later run may replace it with ``overwrite``; a folder without it is never replaced. Temporary
-    folders of an interrupted earlier run (marked, named ``.<name>.*.partial``) are removed first.
+    folders an interrupted earlier run left (:func:`scripts.atomic.remove_stale_temporaries`) are removed first.
 
     Args:
         datasets: the series' datasets with file meta.
@@ -299,35 +298,18 @@ def write_series_folder(
         UserInputError: ``target`` exists and is not a series folder the bundle wrote.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.partial"):
-        if stale.is_dir() and folder_kind(stale) == DICOM_OUTPUT_KIND:
-            shutil.rmtree(stale)
+    remove_stale_temporaries(target.parent)  # what a killed earlier write left
     if target.exists():
         if not overwrite:
             raise FileExistsError(f"{target} exists; overwrite=true replaces it.")
         if not target.is_dir() or folder_kind(target) != DICOM_OUTPUT_KIND:
             raise UserInputError(f"{target} exists and was not written by the bundle (no {MARKER}); left untouched.")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-    try:
-        mark_folder(tmp, DICOM_OUTPUT_KIND)
+    with atomic_folder(target, DICOM_OUTPUT_KIND) as tmp:
         width = max(4, len(str(len(datasets))))
         for index, ds in enumerate(datasets):
             path = tmp / f"{index + 1:0{width}d}.dcm"
             ds.save_as(path, enforce_file_format=True)
             os.chmod(path, 0o644)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; outputs are ordinary folders
-        if target.exists():  # replace: move the old series aside (still marked), then remove it
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-            mark_folder(old, DICOM_OUTPUT_KIND)
-            os.replace(target, old / "old")
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
