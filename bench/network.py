@@ -115,7 +115,7 @@ def phantom(size: int, slices: int) -> np.ndarray:
     x, y = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
     volume = np.empty((size, size, slices), dtype=np.float32)
     for k in range(slices):
-        r = np.hypot(x / 0.8, y / (0.9 - 0.01 * k))
+        r = np.hypot(x / 0.8, y / (0.9 - 0.4 * k / max(slices, 1)))  # the head narrows towards the top
         volume[..., k] = (r < 1) * (1500 + 800 * np.cos(6 * x + k) * np.sin(5 * y)) + (r < 0.5) * 600
     return volume
 
