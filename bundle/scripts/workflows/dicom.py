@@ -23,6 +23,7 @@ from monai.data import ITKReader
 from monai.utils import ensure_tuple, optional_import
 from pydicom.uid import UID
 
+from ..data.loading import is_nifti
 from ..errors import UserInputError
 
 itk, _ = optional_import("itk", allow_namespace_pkg=True)
@@ -70,7 +71,7 @@ class DicomSeries:
 def dicom_files(folder: Path) -> list[Path]:
     """The DICOM files (``DICM`` preamble) directly in ``folder``, hidden files and NIfTI left out, sorted by name."""
     files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return sorted(p for p in files if not p.name.lower().endswith((".nii", ".nii.gz")) and pydicom.misc.is_dicom(p))
+    return sorted(p for p in files if not is_nifti(p) and pydicom.misc.is_dicom(p))
 
 
 def read_dicom_header(path: Path) -> pydicom.Dataset:
@@ -259,9 +260,7 @@ class DicomSeriesReader(ITKReader):
         names = [Path(os.fspath(n)) for n in ensure_tuple(filename)]
         if len(names) == 1 and names[0].is_dir():
             return True
-        return all(p.is_file() and not p.name.lower().endswith((".nii", ".nii.gz")) for p in names) and all(
-            pydicom.misc.is_dicom(p) for p in names
-        )
+        return all(p.is_file() and not is_nifti(p) for p in names) and all(pydicom.misc.is_dicom(p) for p in names)
 
     def read(self, data: Sequence[os.PathLike | str] | os.PathLike | str, **kwargs):
         """The series as one ITK image.

@@ -24,7 +24,7 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImage, LoadImaged, MapTransform
 from monai.utils import ensure_tuple
 
-from ..data.loading import check_ct_rescale
+from ..data.loading import check_ct_rescale, is_nifti
 from ..errors import UserInputError
 from ..ownership import folder_kind
 from ..transforms import suv_from_dicom
@@ -60,12 +60,6 @@ def canonical_modality(modality: str) -> str:
     if key not in MODALITY_ALIASES:
         raise UserInputError(f"modality {modality!r} is unknown; use one of mri, ct, pet (or DICOM's MR, CT, PT)")
     return MODALITY_ALIASES[key]
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    """True for ``.nii`` / ``.nii.gz`` names."""
-    name = os.fspath(path).lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
 def _within(path: Path, folders: Sequence[Path]) -> bool:
