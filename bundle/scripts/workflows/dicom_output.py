@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ _STALE = (
 )
 
 
+@functools.lru_cache(maxsize=4)  # read once, not for every series written
 def bundle_identity(metadata: str | os.PathLike | None = None) -> tuple[str, str]:
     """The bundle's name and version, from ``configs/metadata.json``."""
     path = Path(metadata) if metadata else _BUNDLE_ROOT / "configs" / "metadata.json"
