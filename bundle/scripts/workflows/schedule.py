@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -183,6 +184,7 @@ class TrainingProgress:
         self.output_transform = output_transform or from_engine(["loss"], first=True)
         self.mininterval = mininterval
         self.bar: tqdm | None = None
+        self._shown = -math.inf  # when the loss was last read
 
     def attach(self, engine: Engine) -> None:
         """Open the bar when ``engine`` starts, advance it every iteration, close it when the run ends."""
@@ -207,12 +209,16 @@ class TrainingProgress:
         )
 
     def update(self, engine: Engine) -> None:
-        """One more iteration, with its loss."""
+        """One more iteration, with its loss (read only when the bar redraws: on a GPU, reading it waits for the
+        step to finish)."""
         if self.bar is None:
             return
-        loss = _scalar(self.output_transform(engine.state.output))
-        if loss is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
+        now = time.monotonic()
+        if now - self._shown >= self.mininterval:
+            loss = _scalar(self.output_transform(engine.state.output))
+            if loss is not None:
+                self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
+            self._shown = now
         self.bar.update(1)
 
     def close(self, engine: Engine) -> None:
