@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ..atomic import atomic_path, remove_stale_temporaries
+from ..atomic import atomic_path, remove_stale_temporaries, write_text_atomic
 from ..ownership import check_replaceable, mark_folder
+from ..workflows.figures import save_png
 
 __all__ = [
     "ANALYSIS_KIND",
@@ -55,8 +55,7 @@ def prepare_output_dir(folder: str | os.PathLike) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text_atomic(text, path)
     return Path(path)
 
 
@@ -72,8 +71,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fields
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 grey or RGB image as PNG atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+    save_png(image, path)
     return Path(path)
 
 

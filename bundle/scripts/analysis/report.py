@@ -53,21 +53,22 @@ def _expert_use(out: Path, results: AnalysisResults) -> list[str]:
     if use is None:
         return ["## Expert use (SRM)", "", "The network has no spatial routing modules."]
     write_csv(out / "expert_use.csv", use.rows(tasks))
-    write_csv(out / "balance_loss.csv", use.balance_rows(tasks))
+    balance = use.balance_rows(tasks)
+    write_csv(out / "balance_loss.csv", balance)
     table = use.markdown(tasks)
     write_text(out / "expert_use.md", table)
     figures = []
     for level in use.levels:
-        k = int(round(use.fractions(level, tasks)[0].sum()))
+        fractions = use.fractions(level, tasks)
+        k = int(round(fractions[0].sum()))
         figure = heatmap(
-            use.fractions(level, tasks), tasks, [f"e{e}" for e in range(use.num_experts[level])],
+            fractions, tasks, [f"e{e}" for e in range(use.num_experts[level])],
             f"{level}: tokens routed to each expert (top-{k})", vmin=0.0, vmax=1.0, cell=(52, 30),
             row_title="task", col_title="expert",
         )  # fmt: skip
         write_png(out / f"expert_use_{level}.png", figure)
         figures.append(figure)
     write_png(out / "expert_use.png", side_by_side(figures))
-    balance = use.balance_rows(tasks)
     lines = [
         "## Expert use (SRM)",
         "",
@@ -142,11 +143,10 @@ def _channel_masks(out: Path, results: AnalysisResults) -> list[str]:
     fields = ["crm", "task_a", "task_b", "distance"]
     write_csv(out / "channel_mask_distances.csv", masks.distance_rows(tasks), fields)
     strips = []
-    for crm in masks.crms:
-        means = masks.means(crm, tasks)
-        cell = (max(2, min(12, 512 // means.shape[1])), 18)
+    for crm, mean in means.items():
+        cell = (max(2, min(12, 512 // mean.shape[1])), 18)
         strips.append(
-            heatmap(means, tasks, [str(c) for c in range(means.shape[1])], f"{crm}: mean mask per channel",
+            heatmap(mean, tasks, [str(c) for c in range(mean.shape[1])], f"{crm}: mean mask per channel",
                     vmin=0.0, vmax=1.0, cell=cell, annotate=False)
         )  # fmt: skip
     write_png(out / "channel_masks.png", stacked(strips))
