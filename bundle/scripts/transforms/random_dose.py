@@ -109,10 +109,8 @@ class _RandNoiseLevel(Randomizable, Transform):
         self.level = float(math.exp(self.R.uniform(math.log(low), math.log(high))))
         self._weights = self.R.standard_normal(self.bank.size)
 
-    def _noisy(self, img: NdarrayOrTensor, randomize: bool, params: tuple, simulate: Callable, scale: float) -> Any:
+    def _noisy(self, img: NdarrayOrTensor, params: tuple, simulate: Callable, scale: float) -> Any:
         check_channel_first(img, self.name, spatial_ndims=(2,))
-        if randomize:
-            self.randomize()
         x = to_numpy(img, np.float32)[0]
         bank = self.bank.get(x, params, simulate)
         weights = self._weights / max(float(np.linalg.norm(self._weights)), 1e-12)
@@ -202,7 +200,7 @@ class RandLowDoseCT(_RandNoiseLevel):
             self.randomize()
         scale = math.sqrt(self._inserted_variance(self.level) / self._inserted_variance(self.reference_dose))
         params = (self.reference_dose, tuple(sorted(kwargs.items())))
-        x, noise = self._noisy(img, False, params, simulate, scale)
+        x, noise = self._noisy(img, params, simulate, scale)
         return like_input((x + noise)[None], img)
 
 
@@ -268,7 +266,7 @@ class RandLowDosePET(_RandNoiseLevel):
         if randomize:
             self.randomize()
         scale = math.sqrt((self.level - 1.0) / (self.reference_drf - 1.0))
-        x, noise = self._noisy(img, False, (self.reference_drf,), self._simulate, scale)
+        x, noise = self._noisy(img, (self.reference_drf,), self._simulate, scale)
         return like_input(np.maximum(x + noise, 0.0)[None], img)
 
 
