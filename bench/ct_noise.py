@@ -4,7 +4,7 @@ Prints, per image, the noise standard deviation (HU) in a uniform region of the 
 simulated quarter-dose version (``SimulateLowDoseCT(0.25)``, the corpus recipe), the inserted noise alone and the
 quarter / full ratio. The uniform region of a real slice is the square window of soft tissue (0..100 HU) whose
 full-dose standard deviation is the smallest (the usual way to find "a uniform region" automatically). The real
-slices get the corpus's geometry (``scripts.data.corpus.ct_simulation_args``); ``--ramp`` drops its kernel
+slices get the corpus's geometry (``scripts.transforms.ct_simulation_args``); ``--ramp`` drops its kernel
 resolution (ramp-filter noise at the native pixel size).
 
     .venv/bin/python bench/ct_noise.py [--roi 21] [--seeds 3] [--ramp]
@@ -21,9 +21,9 @@ from scipy.ndimage import uniform_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.data.corpus import BODY_DIAMETER_CM, SOURCES, ct_simulation_args, source_path  # noqa: E402
+from scripts.data.corpus import BODY_DIAMETER_CM, SOURCES, source_path  # noqa: E402
 from scripts.data.loading import read_dicom_slice  # noqa: E402
-from scripts.transforms import SimulateLowDoseCT  # noqa: E402
+from scripts.transforms import SimulateLowDoseCT, ct_simulation_args  # noqa: E402
 
 
 def uniform_window(hu: np.ndarray, size: int) -> tuple[slice, slice]:

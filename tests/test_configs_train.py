@@ -221,3 +221,19 @@ def test_mlflow_tracking_hook_patches_both_engines(tmp_path, monkeypatch):
     for handlers in ("train#handlers", "validate#handlers"):
         assert workflow.parser[handlers][-1]["_target_"] == "MLFlowHandler"
     assert list(tmp_path.glob("config_*.json"))  # the executed config, saved for the run's artifacts
+
+
+@pytest.mark.parametrize(("dataset", "on"), [("demo", True), ("mayo", False), ("all-in-one", False)])
+def test_dose_levels_and_flips_vary_on_the_demo_set_only(dataset, on):
+    """The demo set draws the CT dose and the PET DRF per item and flips; the paper's data sets keep its recipe."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["dataset"] = dataset
+    ct, pet, *_, rot = (parser.get_parsed_content(f"train#random_transforms#{i}") for i in (0, 1, 2, 3, 4, 5, 6))
+    assert (ct.transform is not None, pet.transform is not None) == (on, on)
+    if on:
+        assert ct.transform.level_range == (0.15, 0.4) and pet.transform.level_range == (8.0, 20.0)
+        assert ct.transform.simulator_kwargs["aec_reference_diameter_cm"] == 30.0
+    assert rot.prob == (0.5 if on else 0.0)

@@ -83,6 +83,17 @@ def test_full_corpus_pairs_follow_the_papers_recipes(corpus):
             assert float(lq.mean()) == pytest.approx(float(hq.mean()), rel=0.1)
 
 
+def test_template_slices_carry_the_noise_of_an_acquisition(corpus):
+    """The MNI152 template has no noise; its MRI slices get Rician noise of MNI_NOISE_STD: outside the brain (where
+    the template is 0) a Rician magnitude of zero signal has mean std * sqrt(pi / 2)."""
+    load = LoadSlicePaird()
+    items = load_decathlon_datalist(corpus / "datalist.json", data_list_key="training", base_dir=corpus)
+    for item in [i for i in items if i["subject"] == "mni152" and i["task"] == "mri"][:3]:
+        hq = load(item)["label"][0].numpy()
+        corner = hq[:8, :8]
+        assert corner.mean() == pytest.approx(corpus_module.MNI_NOISE_STD * np.sqrt(np.pi / 2), rel=0.25)
+
+
 def test_limited_build_is_deterministic_offline_and_reads_no_reserved_file(corpus, tmp_path, monkeypatch):
     read = []
     dcmread = pydicom.dcmread

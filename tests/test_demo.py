@@ -1,10 +1,17 @@
-"""The demo's evaluation path with the shipped weights: they must restore, i.e. beat the LQ input on every task."""
+"""The demo's evaluation path with the shipped weights, on the test split of the real-image corpus.
+
+Asserted: AMIR beats the LQ input and the classical baseline (tuned on the validation split) in PSNR and SSIM on
+each task, and in average PSNR. Issue 11's target also asks for an average PSNR at least 1 dB above the classical
+baseline's; the shipped weights reach +0.997 dB (model card), so that part is not asserted yet.
+"""
 
 import csv
 from collections import defaultdict
 
 from _workflow_data import demo_dir
 from scripts.demo import BUNDLE_ROOT, evaluate
+
+TASKS = ("mri", "ct", "pet")
 
 
 def mean_metric(rows, method, task, name):
@@ -13,7 +20,7 @@ def mean_metric(rows, method, task, name):
     return sum(values) / len(values)
 
 
-def test_shipped_weights_beat_lq_on_every_task(tmp_path):
+def test_shipped_weights_beat_lq_and_the_classical_baseline_on_every_task(tmp_path):
     weights = BUNDLE_ROOT / "models" / "model.pt"
     assert weights.is_file() and weights.stat().st_size < 25 * 2**20  # the model zoo's limit
     table = evaluate(tmp_path, demo_dir(), [("AMIR", weights, None)], num_figures=0)
@@ -22,9 +29,13 @@ def test_shipped_weights_beat_lq_on_every_task(tmp_path):
     counts = defaultdict(int)
     for row in rows:
         counts[row["method"], row["task"]] += 1
-    for task in ("mri", "ct", "pet"):
+    for task in TASKS:
         assert counts["AMIR", task] == counts["LQ input", task] == counts["Classical baseline", task] > 0
-        assert mean_metric(rows, "AMIR", task, "psnr") > mean_metric(rows, "LQ input", task, "psnr"), task
-        assert mean_metric(rows, "AMIR", task, "ssim") > mean_metric(rows, "LQ input", task, "ssim"), task
+        for reference in ("LQ input", "Classical baseline"):
+            for metric in ("psnr", "ssim"):
+                amir, other = mean_metric(rows, "AMIR", task, metric), mean_metric(rows, reference, task, metric)
+                assert amir > other, (task, reference, metric, amir, other)
+    average = {m: sum(mean_metric(rows, m, t, "psnr") for t in TASKS) / 3 for m in ("AMIR", "Classical baseline")}
+    assert average["AMIR"] > average["Classical baseline"], average
     assert table.splitlines()[-1].startswith("| AMIR |")
     assert not list(tmp_path.glob("figures/*.png"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from scripts.transforms import SimulateLowDoseCT, SimulateLowDoseCTd, ct_noise_variance
+from scripts.transforms import SimulateLowDoseCT, SimulateLowDoseCTd, ct_noise_variance, water_equivalent_diameter_cm
 
 TARGET_FULL_DOSE_STD_HU = 11.0  # documented calibration target (module docstring of ct_dose)
 
@@ -153,6 +153,7 @@ def test_noise_variance_formula_against_monte_carlo():
         ({"body_diameter_cm": 30.0}, "circle=False"),
         ({"body_diameter_cm": -1.0, "circle": False}, "body_diameter_cm"),
         ({"kernel_resolution_cm": 0.0}, "kernel_resolution_cm"),
+        ({"aec_reference_diameter_cm": 0.0}, "aec_reference_diameter_cm"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):
@@ -185,6 +186,31 @@ def test_pixels_finer_than_the_kernel_get_the_kernels_noise():
     coarse = centre_std(0.07, 180)
     assert centre_std(0.035, 360) == pytest.approx(2**1.5 * coarse, rel=0.15)
     assert centre_std(0.035, 360, kernel_resolution_cm=0.07) == pytest.approx(coarse, rel=0.2)
+
+
+def test_water_equivalent_diameter_of_water_and_air():
+    assert water_equivalent_diameter_cm(_water_disk()[0], 0.07) == pytest.approx(30.0, rel=0.01)
+    assert water_equivalent_diameter_cm(np.full((64, 64), -1000.0), 0.07) == 0.0
+    # denser than water counts more: bone-like 1000 HU doubles the area, so the diameter grows by sqrt(2)
+    bone = np.where(_water_disk()[0] == 0.0, 1000.0, -1000.0)
+    assert water_equivalent_diameter_cm(bone, 0.07) == pytest.approx(30.0 * np.sqrt(2.0), rel=0.01)
+
+
+def test_exposure_control_gives_a_small_body_the_noise_of_the_reference(full_dose_disk):
+    """A 16 cm water disk (a head): at the calibrated tube output it gets far less noise than the 30 cm disk; with
+    exposure control for 30 cm, about the same (the output scales by exp(mu (16 - 30)))."""
+    _, reference_std = full_dose_disk
+    head = _water_disk(diameter_cm=16.0)
+    stds = {}
+    for aec in (None, 30.0):
+        simulate = SimulateLowDoseCT(1.0, input_dose_fraction=None, aec_reference_diameter_cm=aec, seed=21)
+        assert simulate.aec_factor(head[0]) == (1.0 if aec is None else pytest.approx(np.exp(0.1937 * -14), rel=0.02))
+        stds[aec] = float(simulate(head)[0][_centre_roi()].std())
+    assert stds[None] < 0.45 * reference_std
+    assert stds[30.0] == pytest.approx(reference_std, rel=0.15)
+    # the reference size itself is unchanged
+    ref = SimulateLowDoseCT(1.0, input_dose_fraction=None, aec_reference_diameter_cm=30.0, seed=11)(_water_disk())
+    assert float(ref[0][_centre_roi()].std()) == pytest.approx(reference_std, rel=0.05)
 
 
 def test_bad_shape_raises():

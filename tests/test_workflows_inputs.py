@@ -121,6 +121,21 @@ def test_modality_from_the_dicom_header_the_option_or_neither(tmp_path, caplog):
         ResolveModalityd("image", modality="xray")
 
 
+def test_an_mri_stored_as_0_to_1_is_restored_with_a_warning_naming_it(tmp_path, caplog):
+    write_nifti(tmp_path / "unit.nii.gz", np.random.default_rng(0).uniform(0, 1, (16, 16)), np.eye(4))
+    write_nifti(tmp_path / "scanner.nii.gz", np.random.default_rng(0).uniform(0, 3000, (16, 16)), np.eye(4))
+    for name in ("unit.nii.gz", "scanner.nii.gz"):
+        (item,) = [i for i in folder_datalist(tmp_path) if str(i["image"]).endswith(name)]
+        with caplog.at_level(logging.WARNING):
+            ResolveModalityd("image", modality="mri")(load(item))
+    assert "unit.nii.gz: MRI values reach only" in caplog.text and "looks normalised" in caplog.text
+    assert "scanner.nii.gz" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # CT and PET are not concerned
+        ResolveModalityd("image", modality="pet")(load([i for i in folder_datalist(tmp_path)][0]))
+    assert not caplog.text
+
+
 def test_the_modality_is_that_of_the_series_whose_pixels_are_restored(tmp_path):
     write_series(tmp_path / "study", ct_values(), "CT", prefix="a")  # the folder's first file is CT
     write_series(tmp_path / "study", ct_values(seed=1), "MR", prefix="b", intercept=0)

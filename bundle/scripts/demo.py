@@ -2,9 +2,9 @@
 
 ``bash run.sh demo`` runs ``python -m scripts.demo`` in ``bundle/``. Nothing is downloaded and no GPU is needed:
 
-1. the demo set (:mod:`scripts.data.demo`) is built if missing (about 10 s);
+1. the demo set (:mod:`scripts.data.demo`, the real-image corpus) is built if missing (about 20 s);
 2. ``configs/evaluate.json`` evaluates the shipped weights on its test split, with the LQ input and the classical
-   baseline (CT / PET denoisers tuned on the demo's training split, see :func:`evaluate`) as reference rows, and
+   baseline (CT / PET denoisers tuned on the demo's validation split) as reference rows, and
    the same-size Restormer of ``models/restormer_demo.pt`` when present, writing ``metrics.csv``, ``metrics.md``
    and figures (LQ | restored | HQ | error) to ``<output_dir>/``;
 3. ``configs/inference.json`` restores the test LQ inputs, NIfTI in and out, into ``<output_dir>/restored/<task>/``;
@@ -68,7 +68,6 @@ def evaluate(
     models: Sequence[tuple[str, str | os.PathLike, Mapping[str, Any] | None]],
     num_figures: int = 2,
     split: str = "test",
-    baseline_split: str = "train",
 ) -> str:
     """Evaluate networks on a split of the demo set with ``configs/evaluate.json``, one run per network.
 
@@ -81,9 +80,6 @@ def evaluate(
         models: ``(row name, weights, network_def or None for the one of configs/inference.json)`` per network.
         num_figures: figures per task and network.
         split: the demo split evaluated.
-        baseline_split: the demo split the classical CT / PET denoisers are tuned on. Not the validation split:
-            the demo's only CT validation crop (pydicom's ``CT_small.dcm``) comes out nearly noise-free (about 2 HU
-            of noise against 8-14 HU in the training and test crops), so tuning on it picks no denoising at all.
 
     Returns:
         The Markdown table (``metrics.md``).
@@ -94,7 +90,6 @@ def evaluate(
             "dataset": "demo",
             "dataset_dir": os.fspath(Path(demo_dir).resolve()),
             "split": split,
-            "baseline_split": baseline_split,
             "ckpt_path": os.fspath(Path(weights).resolve()),
             "output_dir": os.fspath(output_dir),
             "model_name": name,

@@ -1,4 +1,11 @@
-"""A small offline demo set for the three tasks, built deterministically from images shipped inside packages.
+"""The offline demo sets of the three tasks, built deterministically from images shipped inside packages.
+
+The demo set (version 2, :data:`DEMO_VERSION`, :mod:`scripts.data.corpus`) is the real-image corpus: whole real CT
+and MR slices from pydicom, pydicom-data and nibabel, the MNI152 template in three planes, PET phantoms on their
+anatomy, split by source image; its items also carry ``spacing`` (mm) and ``body_diameter_cm``, the geometry the
+on-the-fly dose transforms need. The shipped weights are trained on it.
+
+Version 1 (``--version 1``) is the small set of the first release, quick to build, kept for quick checks:
 
 - MRI: 20 axial slices (every 5 mm) of nilearn's MNI152 2009 T1 template (1 mm, skull-stripped; a T1, not IXI's T2),
   scaled to 0..3000 within the MRI window 0..4095, cropped to 208x176; LQ by :class:`scripts.transforms.KSpaceCrop`
@@ -16,11 +23,6 @@
 MRI and PET slices go to the splits by position (every 5th from the 3rd to test, every 10th from the 5th to
 validation, the rest to training): 14 / 2 / 4 MRI and 11 / 2 / 3 PET slices. So the whole set is about 50 slice
 pairs: enough to run every workflow end to end, far too small to train a useful model.
-
-Version 2 (``--version 2``, :mod:`scripts.data.corpus`) is the real-image corpus: whole real CT and MR slices from
-pydicom, pydicom-data and nibabel, the MNI152 template in three planes, PET phantoms on their anatomy, split by
-source image; its items also carry ``spacing`` (mm) and ``body_diameter_cm``, the geometry the on-the-fly dose
-transforms need. :data:`DEMO_VERSION` is the version built by default.
 
 Files: ``<dir>/slices/<task>_<nnn>_{lq,hq}.nii.gz`` (float32, physical units, (H, W, 1) with an affine stating the
 house orientation) and ``<dir>/datalist.json`` (``training`` / ``validation`` / ``test`` lists, readable by
@@ -64,7 +66,7 @@ __all__ = [
     "main",
 ]
 
-DEMO_VERSION = 1  # the version built by default; a cached set of another version is rebuilt
+DEMO_VERSION = 2  # the version built by default; a cached set of another version is rebuilt
 CORPUS_VERSION = 2  # the real-image corpus (scripts.data.corpus)
 _DESCRIPTIONS = {
     1: "Tiny offline demo set (MNI152 MRI, pydicom CT, MNI152 PET phantom); see scripts/data/demo.py",

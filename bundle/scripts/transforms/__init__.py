@@ -1,7 +1,16 @@
 """Degradations (MRI k-space truncation, low-dose CT and PET simulation), MRI k-space zero-filling and intensity
 windows as MONAI transforms."""
 
-from .ct_dose import MU_WATER_70KEV, SimulateLowDoseCT, SimulateLowDoseCTd, ct_noise_variance
+from .ct_dose import (
+    AEC_REFERENCE_DIAMETER_CM,
+    KERNEL_RESOLUTION_CM,
+    MU_WATER_70KEV,
+    SimulateLowDoseCT,
+    SimulateLowDoseCTd,
+    ct_noise_variance,
+    ct_simulation_args,
+    water_equivalent_diameter_cm,
+)
 from .intensity import (
     AIR_HU,
     CT_METRIC_WINDOW,
@@ -28,6 +37,8 @@ __all__ = [
     "AIR_HU",
     "CT_METRIC_WINDOW",
     "MODALITY_WINDOWS",
+    "AEC_REFERENCE_DIAMETER_CM",
+    "KERNEL_RESOLUTION_CM",
     "MU_WATER_70KEV",
     "IntensityWindow",
     "IntensityWindowd",
@@ -45,6 +56,8 @@ __all__ = [
     "SimulateLowDosePET",
     "SimulateLowDosePETd",
     "ct_noise_variance",
+    "ct_simulation_args",
+    "water_equivalent_diameter_cm",
     "dicom_to_hu",
     "get_window",
     "kspace_truncate",

@@ -31,6 +31,14 @@ part of the attenuation its rays crossed: ``body_diameter_cm`` embeds it in a wa
 (water in the grid around the image, the rest of the disk added analytically to every ray), so the noise
 has the level of the whole body's paths instead of the crop's.
 
+Automatic exposure control: a scanner does not give every patient the same tube output. With a fixed noise index
+(GE's AutomA; Siemens' CARE Dose4D lets the noise grow somewhat with size) the output follows the patient's
+attenuation, so a head and an abdomen come out at similar noise. ``aec_reference_diameter_cm`` models that: the
+count per ray is scaled by ``exp(mu_water (D_w - D_ref))``, where ``D_w`` is the slice's water-equivalent diameter
+(AAPM TG-220: ``2 sqrt(A_w / pi)``, ``A_w`` the area weighted by ``1 + HU / 1000``; the body's diameter for a
+targeted view), so the centre of every slice gets the noise of a ``D_ref`` water disk (~11 HU at full dose for 30 cm).
+Without it, a 16 cm head at the calibrated output gets a quarter of the abdomen's noise std.
+
 Pixels finer than the reconstruction kernel resolves: with a ramp filter up to the pixel's Nyquist frequency the
 noise std grows as ``pixel_size^-1.5``, but a clinical smooth kernel (B30, STANDARD) resolves no finer than about
 0.7 mm, so a 0.3 mm pixel of a targeted view holds about the noise of a 0.7 mm one. ``kernel_resolution_cm``
@@ -38,6 +46,9 @@ simulates the noise of such a slice on a grid of that pixel size and interpolate
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from monai.config import KeysCollection, NdarrayOrTensor
@@ -48,7 +59,16 @@ from skimage.transform import rescale, resize
 from . import _tomo
 from ._common import SeededSimulationd, check_channel_first, like_input, to_numpy
 
-__all__ = ["MU_WATER_70KEV", "SimulateLowDoseCT", "SimulateLowDoseCTd", "ct_noise_variance"]
+__all__ = [
+    "AEC_REFERENCE_DIAMETER_CM",
+    "KERNEL_RESOLUTION_CM",
+    "MU_WATER_70KEV",
+    "SimulateLowDoseCT",
+    "SimulateLowDoseCTd",
+    "ct_noise_variance",
+    "ct_simulation_args",
+    "water_equivalent_diameter_cm",
+]
 
 #: Linear attenuation of water at 70 keV, cm^-1: NIST XCOM mass attenuation (with coherent scattering)
 #: 0.2059 cm^2/g at 60 keV and 0.1837 at 80 keV, log-log interpolated to 70 keV, density 1 g/cm^3.
@@ -62,10 +82,50 @@ REFERENCE_NUM_ANGLES: int = 720
 #: (module docstring); the std scales as 1 / sqrt(I0).
 DEFAULT_I0: float = 8.0e6
 
+#: Finest detail a B30-like kernel resolves (cm), the ``kernel_resolution_cm`` of real slices with finer pixels.
+KERNEL_RESOLUTION_CM: float = 0.07
+
+#: Water-equivalent diameter whose noise automatic exposure control holds (cm): the calibration's water disk.
+AEC_REFERENCE_DIAMETER_CM: float = 30.0
+
 #: Electronic noise std in the same effective count units. Its variance (100) is 0.4 % of the quantum variance
 #: behind 30 cm of water at full dose (~2.4e4 counts) and 1.6 % at quarter dose, so the quarter / full noise
 #: ratio stays ~2 as in the Mayo data; it dominates only photon-starved rays (p > ~10 at quarter dose).
 DEFAULT_ELECTRONIC_NOISE_STD: float = 10.0
+
+
+def water_equivalent_diameter_cm(hu: np.ndarray, pixel_size_cm: float) -> float:
+    """Water-equivalent diameter of a CT slice (AAPM TG-220): ``2 sqrt(A_w / pi)``, ``A_w = sum (1 + HU/1000) dA``.
+
+    Args:
+        hu: the slice in HU (air, at -1000, adds nothing).
+        pixel_size_cm: its pixel size.
+
+    Returns:
+        The diameter in cm.
+    """
+    area = float(np.clip(1.0 + np.asarray(hu, dtype=np.float64) / 1000.0, 0.0, None).sum()) * pixel_size_cm**2
+    return 2.0 * float(np.sqrt(area / np.pi))
+
+
+def ct_simulation_args(shape: Sequence[int], spacing_mm: float, body_diameter_cm: float | None) -> dict[str, Any]:
+    """The :class:`SimulateLowDoseCT` arguments of a real slice (besides dose and seed), as the corpus builds them.
+
+    Its pixel size, the noise of a B30-like kernel (:data:`KERNEL_RESOLUTION_CM`), automatic exposure control
+    (:data:`AEC_REFERENCE_DIAMETER_CM`), and, for a targeted view, the body around it.
+
+    Args:
+        shape: the slice's ``(H, W)``.
+        spacing_mm: its pixel size, mm.
+        body_diameter_cm: the body's diameter for a targeted view, None for a slice that holds the whole body.
+    """
+    return {
+        "pixel_size_cm": float(spacing_mm) / 10.0,
+        "circle": shape[0] == shape[1] and body_diameter_cm is None,
+        "body_diameter_cm": body_diameter_cm,
+        "kernel_resolution_cm": KERNEL_RESOLUTION_CM,
+        "aec_reference_diameter_cm": AEC_REFERENCE_DIAMETER_CM,
+    }
 
 
 def ct_noise_variance(p: np.ndarray, i0: float, dose_fraction: float, electronic_noise_std: float) -> np.ndarray:
@@ -117,6 +177,10 @@ class SimulateLowDoseCT(Randomizable, Transform):
             None: the noise of a ramp filter at the slice's own pixel size.
         body_diameter_cm: diameter of the body the image is a crop of, in cm: the image is centred in a water
             disk of this size (needs ``circle=False``); None: the image holds the whole body.
+        aec_reference_diameter_cm: automatic exposure control: the count per ray is scaled by
+            ``exp(mu_water (D_w - this))`` with ``D_w`` the slice's water-equivalent diameter (the body's for a
+            targeted view), so every slice gets the noise of a water disk of this diameter (module docstring);
+            None: the same tube output for every slice.
         projection_downsample: the line integrals that set the noise variance are computed on a grid
             coarser by this factor (16x faster at 4; they enter only through a smooth variance, the
             mean absolute error is ~0.008 on p values up to ~6); 1 for the exact projection.
@@ -141,6 +205,7 @@ class SimulateLowDoseCT(Randomizable, Transform):
         projection_downsample: int = 4,
         body_diameter_cm: float | None = None,
         kernel_resolution_cm: float | None = None,
+        aec_reference_diameter_cm: float | None = None,
         seed: int | None = None,
     ) -> None:
         if not 0.0 < dose_fraction <= 1.0:
@@ -172,10 +237,16 @@ class SimulateLowDoseCT(Randomizable, Transform):
         if kernel_resolution_cm is not None and not kernel_resolution_cm > 0:
             raise ValueError(f"SimulateLowDoseCT: kernel_resolution_cm must be positive, got {kernel_resolution_cm}.")
         self.kernel_resolution_cm = None if kernel_resolution_cm is None else float(kernel_resolution_cm)
+        if aec_reference_diameter_cm is not None and not aec_reference_diameter_cm > 0:
+            raise ValueError(
+                f"SimulateLowDoseCT: aec_reference_diameter_cm must be positive, got {aec_reference_diameter_cm}."
+            )
+        self.aec_reference_diameter_cm = aec_reference_diameter_cm
         self._init_args = {
             "dose_fraction": dose_fraction, "i0": i0, "electronic_noise_std": electronic_noise_std,
             "num_angles": num_angles, "mu_water": mu_water, "input_dose_fraction": input_dose_fraction,
             "circle": circle, "projection_downsample": projection_downsample, "body_diameter_cm": body_diameter_cm,
+            "aec_reference_diameter_cm": aec_reference_diameter_cm,
         }  # fmt: skip
         self.input_dose_fraction = None if input_dose_fraction is None else float(input_dose_fraction)
         self.circle = circle
@@ -212,18 +283,26 @@ class SimulateLowDoseCT(Randomizable, Transform):
             p += self._body_beyond_grid(grid.shape[0])[:, None]
         p = np.clip(p, 0.0, None)
 
-        lam = self.effective_i0 * self.dose_fraction * np.exp(-p)
+        i0 = self.effective_i0 * self.aec_factor(hu)
+        lam = i0 * self.dose_fraction * np.exp(-p)
         counts = rng.poisson(lam).astype(np.float64)
         if self.electronic_noise_std > 0:
             counts += rng.normal(0.0, self.electronic_noise_std, size=counts.shape)
         # photon starvation: a non-positive reading has no logarithm; one count is the smallest meaningful one
-        noise = -np.log(np.maximum(counts, 1.0) / (self.effective_i0 * self.dose_fraction)) - p
+        noise = -np.log(np.maximum(counts, 1.0) / (i0 * self.dose_fraction)) - p
         if self.input_dose_fraction is not None:
-            v_low = ct_noise_variance(p, self.effective_i0, self.dose_fraction, self.electronic_noise_std)
-            v_in = ct_noise_variance(p, self.effective_i0, self.input_dose_fraction, self.electronic_noise_std)
+            v_low = ct_noise_variance(p, i0, self.dose_fraction, self.electronic_noise_std)
+            v_in = ct_noise_variance(p, i0, self.input_dose_fraction, self.electronic_noise_std)
             noise *= np.sqrt(np.clip(1.0 - v_in / v_low, 0.0, 1.0))
         noise_mu_px = _tomo.fbp(noise, self.theta, grid.shape[0])[crop]
         return noise_mu_px * (1000.0 / (self.mu_water * self.pixel_size_cm))
+
+    def aec_factor(self, hu: np.ndarray) -> float:
+        """The tube output of this slice relative to the calibrated one (1 without automatic exposure control)."""
+        if self.aec_reference_diameter_cm is None:
+            return 1.0
+        diameter = self.body_diameter_cm or water_equivalent_diameter_cm(hu, self.pixel_size_cm)
+        return float(np.exp(self.mu_water * (diameter - self.aec_reference_diameter_cm)))
 
     def _body_radius_px(self) -> float:
         return 0.5 * float(self.body_diameter_cm) / self.pixel_size_cm

@@ -38,7 +38,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends
 
 from ._common import check_channel_first, like_input, to_numpy
-from .ct_dose import SimulateLowDoseCT
+from .ct_dose import AEC_REFERENCE_DIAMETER_CM, KERNEL_RESOLUTION_CM, SimulateLowDoseCT
 from .intensity import get_window
 from .pet_dose import SimulateLowDosePET
 
@@ -129,7 +129,10 @@ class RandLowDoseCT(_RandNoiseLevel):
         cache_size: slices whose banks are kept.
         bank_seed: seed mixed into the banks' seeds.
         seed: seed of the random state of the per-call draws (or call ``set_random_state``).
-        kwargs: :class:`~scripts.transforms.SimulateLowDoseCT` arguments (``pixel_size_cm``, ``i0``,
+        kernel_resolution_cm: as for :class:`~scripts.transforms.SimulateLowDoseCT`; the default, a B30-like
+            kernel's, is that of the corpus (:func:`~scripts.transforms.ct_simulation_args`).
+        aec_reference_diameter_cm: as for :class:`~scripts.transforms.SimulateLowDoseCT`; default: the corpus's.
+        kwargs: other :class:`~scripts.transforms.SimulateLowDoseCT` arguments (``pixel_size_cm``, ``i0``,
             ``input_dose_fraction``, ``circle``, ...; not ``dose_fraction`` or ``seed``). ``circle`` is used only
             for square slices without a body diameter.
 
@@ -147,10 +150,16 @@ class RandLowDoseCT(_RandNoiseLevel):
         cache_size: int = 32,
         bank_seed: int = 0,
         seed: int | None = None,
+        kernel_resolution_cm: float | None = KERNEL_RESOLUTION_CM,
+        aec_reference_diameter_cm: float | None = AEC_REFERENCE_DIAMETER_CM,
         **kwargs: Any,
     ) -> None:
         super().__init__(dose_range, bank_size, cache_size, bank_seed, seed)
-        self.simulator_kwargs = dict(kwargs)
+        self.simulator_kwargs = {
+            "kernel_resolution_cm": kernel_resolution_cm,
+            "aec_reference_diameter_cm": aec_reference_diameter_cm,
+            **kwargs,
+        }
         SimulateLowDoseCT(reference_dose, **self.simulator_kwargs)  # checks the arguments
         self.input_dose = self.simulator_kwargs.get("input_dose_fraction", 1.0)
         top = 1.0 if self.input_dose is None else float(self.input_dose)

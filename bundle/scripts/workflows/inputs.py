@@ -27,7 +27,7 @@ from monai.utils import ensure_tuple
 from ..data.loading import check_ct_rescale, is_nifti
 from ..errors import UserInputError
 from ..ownership import folder_kind
-from ..transforms import suv_from_dicom
+from ..transforms import MODALITY_WINDOWS, suv_from_dicom
 from .dicom import DicomSeries, DicomSeriesReader, read_dicom_header, scan_dicom_folder
 from .outputs import is_bundle_output
 
@@ -293,6 +293,7 @@ class ResolveModalityd(MapTransform):
                         f"{source}: a NIfTI image does not say its modality; give it with --modality mri|ct|pet"
                     )
                 d[self.task_key] = self.modality
+                _warn_if_normalised(image, self.modality, source)
                 continue
             tag = str(header.get("Modality", "")).strip()
             from_tag = MODALITY_ALIASES.get(tag.lower())
@@ -313,7 +314,26 @@ class ResolveModalityd(MapTransform):
                     raise UserInputError(f"{source}: PET in Bq/ml whose SUV factor cannot be computed: {e}") from e
                 d[key] = image * factor
             d[self.task_key] = task
+            _warn_if_normalised(d[key], task, source)
         return d
+
+
+#: An MRI whose values all lie below this fraction of the MRI window (0..4095) looks normalised, not in scanner units.
+NORMALISED_MRI_FRACTION = 0.01
+
+
+def _warn_if_normalised(image: Any, task: str, source: Path | None) -> None:
+    """Warn, naming the file, about an MRI stored as 0..1 (or similar): the network reads it as nearly black."""
+    if task != "mri":
+        return
+    peak = float(torch.as_tensor(image).max())
+    limit = NORMALISED_MRI_FRACTION * MODALITY_WINDOWS["mri"][1]
+    if peak <= limit:
+        logger.warning(
+            f"{source}: MRI values reach only {peak:.3g}, below {limit:.3g}: it looks normalised; the network expects "
+            "scanner units in the MRI window 0..4095, so it sees a nearly black image (scale it, e.g. to a peak of "
+            "about 3000)"
+        )
 
 
 def _dicom_header(source: Path) -> pydicom.Dataset | None:
