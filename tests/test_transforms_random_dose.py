@@ -155,12 +155,13 @@ def test_dict_versions_change_only_their_task_and_are_off_without_a_range():
 
 
 def test_dict_ct_reads_the_items_geometry():
-    """A 16 cm crop of a 30 cm water body: with its body diameter it gets the noise of the whole body's paths."""
+    """A 16 cm crop of a 30 cm water body: with its body diameter it gets the noise of the whole body's paths (at a
+    fixed tube output: exposure control would raise the output for the small crop alone)."""
     crop = water_disk(256, pixel_cm=0.125)[:, 64:192, 64:192]
     item = {"image": np.zeros_like(crop), "label": crop, "task": "ct", "spacing": 1.25}
     levels = {}
     for body in (0.0, 30.0):
-        t = RandLowDoseCTd(dose_range=(0.25, 0.25), bank_size=2)
+        t = RandLowDoseCTd(dose_range=(0.25, 0.25), bank_size=2, aec_reference_diameter_cm=None)
         t.set_random_state(0)
         out = t({**item, "body_diameter_cm": body})
         levels[body] = float((out["image"] - crop)[0][centre()].std())
