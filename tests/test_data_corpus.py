@@ -116,9 +116,11 @@ def test_limited_build_is_deterministic_offline_and_reads_no_reserved_file(corpu
     assert (folder / "datalist.json").stat().st_mtime_ns == stamp  # cached: reused, not rebuilt
 
 
-def test_a_missing_package_file_is_one_clear_error(monkeypatch):
+def test_a_missing_package_file_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(
         corpus_module, "SOURCES", (SOURCES[0].__class__(**{**SOURCES[0].__dict__, "file": "nope.dcm"}),)
     )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nope.dcm").write_bytes(b"not the package's")  # a file of that name elsewhere is never taken
     with pytest.raises(corpus_module.DataError, match=r"nope.dcm: not installed.*pydicom-data"):
         list(corpus_module.corpus_pairs())

@@ -137,8 +137,9 @@ def source_path(source: CorpusSource) -> Path:
         from pydicom.data import get_testdata_file
 
         found = get_testdata_file(source.file, download=False)  # only what the installed packages ship
-        path = Path(found) if found else Path(source.file)
-    if not path.is_file():
+        # never a file of that name elsewhere (the working directory): the corpus is the packages' files only
+        path = Path(found) if found else None
+    if path is None or not path.is_file():
         raise DataError(
             f"{source.file}: not installed; the corpus needs {source.package} (pip install -r requirements.txt)"
         )
