@@ -1,4 +1,4 @@
-"""Small synthetic data sets for the tests of scripts.data: DICOM series, IXI-named and PET NIfTI volumes."""
+"""Small synthetic data for the tests: DICOM series, IXI-named and PET NIfTI volumes, CT water disks."""
 
 from __future__ import annotations
 
@@ -122,3 +122,14 @@ def coordinate_volume(shape: Sequence[int]) -> np.ndarray:
     """A volume whose every voxel value is unique: ``i + 100 j + 10000 k``."""
     i, j, k = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
     return (i + 100 * j + 10000 * k).astype(np.float32)
+
+
+def water_disk(size: int, diameter_cm: float, pixel_cm: float) -> np.ndarray:
+    """A ``(1, size, size)`` CT slice in HU: a water disk (0 HU) of ``diameter_cm`` centred in air (-1000 HU)."""
+    return np.where(disk_mask(size, diameter_cm / 2 / pixel_cm), 0.0, -1000.0)[None].astype(np.float32)
+
+
+def disk_mask(size: int, radius: float) -> np.ndarray:
+    """The ``(size, size)`` mask of the centred disk of ``radius`` pixels."""
+    off = np.arange(size) - size // 2
+    return off[:, None] ** 2 + off[None, :] ** 2 <= radius**2

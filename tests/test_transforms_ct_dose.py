@@ -3,20 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from _data_factories import disk_mask, water_disk
 from scripts.transforms import SimulateLowDoseCT, SimulateLowDoseCTd, ct_noise_variance, water_equivalent_diameter_cm
 
 TARGET_FULL_DOSE_STD_HU = 11.0  # documented calibration target (module docstring of ct_dose)
 
 
 def _water_disk(size: int = 512, diameter_cm: float = 30.0, pixel_cm: float = 0.07) -> np.ndarray:
-    off = np.arange(size) - size // 2
-    r2 = off[:, None] ** 2 + off[None, :] ** 2
-    return np.where(r2 <= (diameter_cm / 2 / pixel_cm) ** 2, 0.0, -1000.0)[None].astype(np.float32)
+    return water_disk(size, diameter_cm, pixel_cm)
 
 
 def _centre_roi(size: int = 512, radius: int = 50) -> np.ndarray:
-    off = np.arange(size) - size // 2
-    return off[:, None] ** 2 + off[None, :] ** 2 <= radius**2
+    return disk_mask(size, radius)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Tests of scripts.transforms.random_dose: CT dose and PET DRF drawn per call, from per-slice noise banks."""
 
+import _data_factories as factories
 import numpy as np
 import pytest
 import torch
@@ -19,14 +20,11 @@ PX_CM = 0.25  # 128 px of 0.25 cm: a 32 cm field of view, quick to simulate
 
 
 def water_disk(size: int = 128, diameter_cm: float = 30.0, pixel_cm: float = PX_CM) -> np.ndarray:
-    off = np.arange(size) - size // 2
-    r2 = off[:, None] ** 2 + off[None, :] ** 2
-    return np.where(r2 <= (diameter_cm / 2 / pixel_cm) ** 2, 0.0, -1000.0)[None].astype(np.float32)
+    return factories.water_disk(size, diameter_cm, pixel_cm)
 
 
 def centre(size: int = 128, radius: int = 20) -> np.ndarray:
-    off = np.arange(size) - size // 2
-    return off[:, None] ** 2 + off[None, :] ** 2 <= radius**2
+    return factories.disk_mask(size, radius)
 
 
 def pet_phantom() -> np.ndarray:
