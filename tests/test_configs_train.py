@@ -225,13 +225,15 @@ def test_mlflow_tracking_hook_patches_both_engines(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("dataset", "on"), [("demo", True), ("mayo", False), ("all-in-one", False)])
 def test_dose_levels_and_flips_vary_on_the_demo_set_only(dataset, on):
-    """The demo set draws the CT dose and the PET DRF per item and flips; the paper's data sets keep its recipe."""
+    """The demo set draws the CT pixel size and dose, the PET DRF per item and flips; the paper's data sets keep its
+    recipe."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser["dataset"] = dataset
-    ct, pet, *_, rot = (parser.get_parsed_content(f"train#random_transforms#{i}") for i in (0, 1, 2, 3, 4, 5, 6))
+    pixel, ct, pet, *_, rot = (parser.get_parsed_content(f"train#random_transforms#{i}") for i in range(8))
+    assert pixel.factors == ((1.0, 1.5, 2.0, 3.0) if on else (1.0,))
     assert (ct.transform is not None, pet.transform is not None) == (on, on)
     if on:
         assert ct.transform.level_range == (0.15, 0.4) and pet.transform.level_range == (8.0, 20.0)

@@ -31,6 +31,7 @@ from .kspace import (
     zero_fill_affine,
 )
 from .pet_dose import SimulateLowDosePET, SimulateLowDosePETd, osem, suv_from_dicom, thin_counts
+from .pixel_size import RandPixelSized
 from .random_dose import NoiseBank, RandLowDoseCT, RandLowDoseCTd, RandLowDosePET, RandLowDosePETd
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "RandLowDoseCTd",
     "RandLowDosePET",
     "RandLowDosePETd",
+    "RandPixelSized",
     "SimulateLowDoseCT",
     "SimulateLowDoseCTd",
     "SimulateLowDosePET",
