@@ -1,8 +1,7 @@
 """The demo's evaluation path with the shipped weights, on the test split of the real-image corpus.
 
-Asserted: AMIR beats the LQ input and the classical baseline (tuned on the validation split) in PSNR and SSIM on
-each task, and in average PSNR. Issue 11's target also asks for an average PSNR at least 1 dB above the classical
-baseline's; the shipped weights reach +0.997 dB (model card), so that part is not asserted yet.
+Asserted (issue 11's first target): AMIR beats the LQ input and the classical baseline (tuned on the validation split)
+in PSNR and SSIM on each task, and its average PSNR is at least 1 dB above the classical baseline's.
 """
 
 import csv
@@ -20,7 +19,7 @@ def mean_metric(rows, method, task, name):
     return sum(values) / len(values)
 
 
-def test_shipped_weights_beat_lq_and_the_classical_baseline_on_every_task(tmp_path):
+def test_shipped_weights_beat_lq_and_the_classical_baseline_on_every_task_and_by_1_db_on_average(tmp_path):
     weights = BUNDLE_ROOT / "models" / "model.pt"
     assert weights.is_file() and weights.stat().st_size < 25 * 2**20  # the model zoo's limit
     table = evaluate(tmp_path, demo_dir(), [("AMIR", weights, None)], num_figures=0)
@@ -36,6 +35,6 @@ def test_shipped_weights_beat_lq_and_the_classical_baseline_on_every_task(tmp_pa
                 amir, other = mean_metric(rows, "AMIR", task, metric), mean_metric(rows, reference, task, metric)
                 assert amir > other, (task, reference, metric, amir, other)
     average = {m: sum(mean_metric(rows, m, t, "psnr") for t in TASKS) / 3 for m in ("AMIR", "Classical baseline")}
-    assert average["AMIR"] > average["Classical baseline"], average
+    assert average["AMIR"] >= average["Classical baseline"] + 1.0, average
     assert table.splitlines()[-1].startswith("| AMIR |")
     assert not list(tmp_path.glob("figures/*.png"))
