@@ -54,7 +54,9 @@ def test_the_dose_transform_after_it_simulates_on_the_coarser_grid():
         out = dose(item)
         n = out["image"].shape[-1]
         centre = slice(n // 2 - n // 8, n // 2 + n // 8)
-        stds[factor] = float(np.std(np.asarray(out["image"])[0, centre, centre] - np.asarray(out["label"])[0, centre, centre]))
+        stds[factor] = float(
+            np.std(np.asarray(out["image"])[0, centre, centre] - np.asarray(out["label"])[0, centre, centre])
+        )
     assert stds[2.0] < 0.8 * stds[1.0]
 
 
