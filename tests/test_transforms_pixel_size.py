@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _data_factories import water_disk
 from scripts.transforms import RandLowDoseCTd, RandPixelSized
 
 
@@ -44,11 +45,10 @@ def test_other_tasks_and_the_off_setting_leave_items_unchanged():
 
 def test_the_dose_transform_after_it_simulates_on_the_coarser_grid():
     """Noise at a coarser pixel is lower (more photons per pixel): the resampled spacing reaches the simulation."""
-    yy, xx = np.mgrid[:96, :96]
-    disk = np.where((yy - 47.5) ** 2 + (xx - 47.5) ** 2 < 40**2, 0.0, -1000.0).astype(np.float32)
+    disk = water_disk(96, diameter_cm=24.0, pixel_cm=0.3)
     stds = {}
     for factor in (1.0, 2.0):
-        item = {"image": disk[None], "label": disk[None], "task": "ct", "spacing": [3.0, 3.0]}
+        item = {"image": disk, "label": disk, "task": "ct", "spacing": [3.0, 3.0]}
         item = RandPixelSized(factors=(factor,))(item)
         dose = RandLowDoseCTd(dose_range=(0.25, 0.25), bank_size=2, aec_reference_diameter_cm=None, seed=0)
         out = dose(item)

@@ -49,6 +49,15 @@ def to_numpy(img: NdarrayOrTensor, dtype: type = np.float64) -> np.ndarray:
     return np.array(out, dtype=dtype, copy=True)
 
 
+def of_task(data: Mapping[Hashable, Any], task_key: Hashable | None, task: str) -> bool:
+    """Whether a dictionary item belongs to ``task`` (its ``task_key`` value: a string, or a 0-d array or tensor);
+    every item does when ``task_key`` is None."""
+    if task_key is None:
+        return True
+    value = data.get(task_key)
+    return (value.item() if np.ndim(value) == 0 and hasattr(value, "item") else value) == task
+
+
 def like_input(out: NdarrayOrTensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
     """``out`` as float32 of the same kind as ``img`` (numpy -> numpy, torch -> torch on img's device, meta kept).
 

@@ -18,6 +18,8 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Zoom
 
+from ._common import of_task
+
 __all__ = ["RandPixelSized"]
 
 
@@ -66,10 +68,7 @@ class RandPixelSized(Randomizable, MapTransform):
             A shallow copy, resampled and with the spacing scaled, for items of the task; other items unchanged.
         """
         d = dict(data)
-        task = d.get(self.task_key) if self.task_key is not None else self.task
-        if np.ndim(task) == 0 and hasattr(task, "item"):
-            task = task.item()
-        if task != self.task:
+        if not of_task(d, self.task_key, self.task):
             return d
         self.randomize()
         if self.factor == 1.0:

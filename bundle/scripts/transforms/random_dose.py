@@ -37,7 +37,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends
 
-from ._common import check_channel_first, like_input, to_numpy
+from ._common import check_channel_first, like_input, of_task, to_numpy
 from .ct_dose import AEC_REFERENCE_DIAMETER_CM, KERNEL_RESOLUTION_CM, SimulateLowDoseCT
 from .intensity import get_window
 from .pet_dose import SimulateLowDosePET
@@ -279,10 +279,6 @@ class RandLowDosePET(_RandNoiseLevel):
         return like_input(np.maximum(x + noise, 0.0)[None], img)
 
 
-def _scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
-
-
 class _RandNoiseLeveld(Randomizable, MapTransform):
     """Base of the dictionary versions: replace the LQ of one task's items by the HQ plus noise of a drawn level."""
 
@@ -327,7 +323,7 @@ class _RandNoiseLeveld(Randomizable, MapTransform):
             A shallow copy with the LQ key replaced, for items of the task; other items unchanged.
         """
         d = dict(data)
-        if self.transform is None or (self.task_key is not None and _scalar(d.get(self.task_key)) != self.task):
+        if self.transform is None or not of_task(d, self.task_key, self.task):
             return d
         if self.label_key not in d:
             if self.allow_missing_keys:
