@@ -226,7 +226,7 @@ def test_mlflow_tracking_hook_patches_both_engines(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("dataset", "on"), [("demo", True), ("mayo", False), ("all-in-one", False)])
 def test_dose_levels_and_flips_vary_on_the_demo_set_only(dataset, on):
     """The demo set draws the CT pixel size and dose, the PET DRF per item and flips; the paper's data sets keep its
-    recipe."""
+    recipe. CT label noise is off by default and reaches the transform when set."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -238,4 +238,7 @@ def test_dose_levels_and_flips_vary_on_the_demo_set_only(dataset, on):
     if on:
         assert ct.transform.level_range == (0.15, 0.4) and pet.transform.level_range == (8.0, 20.0)
         assert ct.transform.simulator_kwargs["aec_reference_diameter_cm"] == 30.0
+        assert ct.transform.label_noise_range is None  # off: see the model card
+        parser["ct_label_noise"] = [0.0, 2.0]
+        assert parser.get_parsed_content("train#random_transforms#1").transform.label_noise_range == (0.0, 2.0)
     assert rot.prob == (0.5 if on else 0.0)

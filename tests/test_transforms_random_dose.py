@@ -1,17 +1,13 @@
-"""Tests of scripts.transforms.random_dose: CT dose and PET DRF drawn per call, from per-slice noise banks."""
+"""Tests of scripts.transforms.random_dose: CT dose (and label noise) and PET DRF drawn per call, from per-slice noise
+banks."""
 
 import _data_factories as factories
 import numpy as np
 import pytest
-import torch
-from monai.data import MetaTensor
 from scripts.transforms import (
-    MODALITY_WINDOWS,
     NoiseBank,
     RandLowDoseCT,
-    RandLowDoseCTd,
     RandLowDosePET,
-    RandLowDosePETd,
     SimulateLowDoseCT,
     SimulateLowDosePET,
 )
@@ -129,58 +125,43 @@ def test_pet_determinism_with_a_seed():
     assert one.drf == two.drf
 
 
-def ct_item(task="ct", size=128, **extra):
-    hq = MetaTensor(torch.from_numpy(water_disk(size)), meta={"filename_or_obj": "hq.nii.gz"})
-    lq = MetaTensor(torch.zeros(1, size, size), meta={"filename_or_obj": "lq.nii.gz"})
-    return {"image": lq, "label": hq, "task": task, **extra}
+def test_ct_label_noise_has_the_full_dose_level_and_is_independent_of_the_dose_noise():
+    """With ``label_noise_range`` the label is the slice plus full-dose noise (variance 1 / input dose in the inserted
+    units: at full input dose, that of an insertion down to half dose) and the LQ adds dose noise independent of it."""
+    hq = water_disk()
+    t = RandLowDoseCT((0.25, 0.25), pixel_size_cm=PX_CM, bank_size=8, seed=2, label_noise_range=(1.0, 1.0))
+    label_std, dose_std, corr = [], [], []
+    for _ in range(8):
+        label, lq = t.pair(hq)
+        label_noise, dose_noise = (label - hq)[0][centre()], (lq - label)[0][centre()]
+        label_std.append(float(label_noise.std()))
+        dose_std.append(float(dose_noise.std()))
+        corr.append(float(np.corrcoef(label_noise.ravel(), dose_noise.ravel())[0, 1]))
+    full = np.mean(
+        [float((SimulateLowDoseCT(0.5, pixel_size_cm=PX_CM, seed=s)(hq) - hq)[0][centre()].std()) for s in range(8)]
+    )
+    quarter = RandLowDoseCT((0.25, 0.25), pixel_size_cm=PX_CM, bank_size=8, seed=2)
+    plain = np.mean([float((quarter(hq) - hq)[0][centre()].std()) for _ in range(8)])
+    assert np.mean(label_std) == pytest.approx(full, rel=0.1)
+    assert np.mean(dose_std) == pytest.approx(plain, rel=0.1)  # the LQ's own dose noise is unchanged
+    assert abs(np.mean(corr)) < 0.1
+    np.testing.assert_array_equal(t(hq, randomize=False), t.pair(hq, randomize=False)[1])
 
 
-def test_dict_versions_change_only_their_task_and_are_off_without_a_range():
-    item = ct_item(spacing=[PX_CM * 10, PX_CM * 10], body_diameter_cm=0.0)
-    ct = RandLowDoseCTd(dose_range=(0.2, 0.3), bank_size=2)
-    ct.set_random_state(0)
-    out = ct(item)
-    assert out["label"] is item["label"] and out["image"] is not item["image"]
-    assert isinstance(out["image"], MetaTensor) and out["image"].shape == (1, 128, 128)
-    assert 0.2 <= ct.transform.dose_fraction <= 0.3
-    assert float((out["image"] - out["label"])[0][torch.from_numpy(centre())].std()) > 1.0
-    for other in (ct_item(task="mri"), ct_item(task="pet")):
-        assert ct(other)["image"] is other["image"]
-    off = RandLowDoseCTd(dose_range=None)
-    assert off(item)["image"] is item["image"]
-    assert RandLowDosePETd(drf_range=None)(ct_item(task="pet"))["image"].sum() == 0
-    assert RandLowDosePETd(bank_size=1)(item)["image"] is item["image"]  # a CT item: not PET's
-
-
-def test_dict_ct_reads_the_items_geometry():
-    """A 16 cm crop of a 30 cm water body: with its body diameter it gets the noise of the whole body's paths (at a
-    fixed tube output: exposure control would raise the output for the small crop alone)."""
-    crop = water_disk(256, pixel_cm=0.125)[:, 64:192, 64:192]
-    item = {"image": np.zeros_like(crop), "label": crop, "task": "ct", "spacing": 1.25}
-    levels = {}
-    for body in (0.0, 30.0):
-        t = RandLowDoseCTd(dose_range=(0.25, 0.25), bank_size=2, aec_reference_diameter_cm=None)
-        t.set_random_state(0)
-        out = t({**item, "body_diameter_cm": body})
-        levels[body] = float((out["image"] - crop)[0][centre()].std())
-    assert levels[30.0] > 3 * levels[0.0]
-
-
-def test_dict_windowed_images_are_degraded_in_physical_units():
-    low, high = MODALITY_WINDOWS["ct"]
-    hu = water_disk()
-    windowed = np.clip((hu - low) / (high - low), 0, 1)
-    item = {"image": np.zeros_like(hu), "label": windowed, "task": "ct", "spacing": [2.5, 2.5]}
-    plain, wind = RandLowDoseCTd(bank_size=2), RandLowDoseCTd(bank_size=2, window="ct")
-    plain.set_random_state(4)
-    wind.set_random_state(4)
-    hu_out = plain({**item, "label": hu})["image"]
-    win_out = wind(item)["image"]
-    assert win_out.min() >= 0.0 and win_out.max() <= 1.0
-    np.testing.assert_allclose(win_out, np.clip((hu_out - low) / (high - low), 0, 1), atol=1e-5)
-    pet = RandLowDosePETd(bank_size=1, window="pet")
-    out = pet({"image": None, "label": np.full((1, 32, 32), 0.25, np.float32), "task": "pet"})["image"]
-    assert out.shape == (1, 32, 32) and 0.0 <= out.min() and out.max() <= 1.0
+def test_ct_label_noise_fraction_is_drawn_in_range_and_off_keeps_the_label():
+    hq = water_disk(64, pixel_cm=0.5)
+    t = RandLowDoseCT(pixel_size_cm=0.5, bank_size=2, seed=0, label_noise_range=(0.5, 2.0))
+    fractions, stds = [], []
+    for _ in range(20):
+        label, _ = t.pair(hq)
+        fractions.append(t.label_noise)
+        stds.append(float((label - hq)[0][centre(64, 10)].std()))
+    assert min(fractions) >= 0.5 and max(fractions) <= 2.0 and len(set(fractions)) == 20
+    assert np.corrcoef(np.sqrt(fractions), stds)[0, 1] > 0.9  # the label's noise std follows the drawn fraction
+    for rng in (None, (0.0, 0.0)):
+        label, lq = RandLowDoseCT(pixel_size_cm=0.5, bank_size=2, seed=0, label_noise_range=rng).pair(hq)
+        np.testing.assert_array_equal(label, hq)
+        assert float((lq - hq)[0][centre(64, 10)].std()) > 0.3  # 5 mm pixels: little noise per pixel
 
 
 @pytest.mark.parametrize(
@@ -190,10 +171,12 @@ def test_dict_windowed_images_are_degraded_in_physical_units():
         (lambda: RandLowDoseCT((0.0, 0.3)), "dose_range"),
         (lambda: RandLowDoseCT((0.1, 0.6), input_dose_fraction=0.5), "dose_range"),
         (lambda: RandLowDoseCT(i0=-1.0), "i0"),
+        (lambda: RandLowDoseCT(label_noise_range=(2.0, 1.0)), "label_noise_range"),
+        (lambda: RandLowDoseCT(label_noise_range=(-1.0, 1.0)), "label_noise_range"),
+        (lambda: RandLowDoseCT(label_noise_range=(0.0, 1.0), input_dose_fraction=None), "label_noise_range"),
         (lambda: RandLowDosePET((0.5, 4.0)), "drf_range"),
         (lambda: RandLowDosePET(reference_drf=1.0), "reference_drf"),
         (lambda: NoiseBank(size=0), "size"),
-        (lambda: RandLowDoseCTd(keys=("image",)), "keys"),
     ],
 )
 def test_bad_parameters_raise(make, match):

@@ -32,7 +32,8 @@ from .kspace import (
 )
 from .pet_dose import SimulateLowDosePET, SimulateLowDosePETd, osem, suv_from_dicom, thin_counts
 from .pixel_size import RandPixelSized
-from .random_dose import NoiseBank, RandLowDoseCT, RandLowDoseCTd, RandLowDosePET, RandLowDosePETd
+from .random_dose import NoiseBank, RandLowDoseCT, RandLowDosePET
+from .random_dose_dict import RandLowDoseCTd, RandLowDosePETd
 
 __all__ = [
     "AIR_HU",

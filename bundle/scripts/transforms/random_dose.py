@@ -19,6 +19,12 @@ level, once (the slice's *noise bank*, kept in memory, least recently used slice
   ``d M - N`` of variance ``(d - 1) N``, uncorrelated with ``N``, so the low-dose image is the full-dose one plus
   noise whose std scales by ``sqrt((d - 1) / (d0 - 1))`` (through OSEM, linear to first order).
 
+CT label noise (``label_noise_range``): the clean-looking full-dose slices of a corpus teach a network to remove
+all noise, while a real full-dose scan keeps its own, which its lower-dose version (and a noise insertion into it)
+keeps too. Two orthogonal weight vectors combine the same bank into two independent realisations: one, scaled to
+a drawn fraction of the full-dose noise, goes into the label and the input, the other, the dose noise, into the
+input only.
+
 The bank is seeded from the slice's content (and ``bank_seed``), so it does not depend on the order items come in;
 the per-call level and weights come from the transform's random state (``set_random_state``, MONAI's
 ``set_determinism``).
@@ -29,20 +35,19 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.config import NdarrayOrTensor
+from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 
-from ._common import check_channel_first, like_input, of_task, to_numpy
+from ._common import check_channel_first, like_input, to_numpy
 from .ct_dose import AEC_REFERENCE_DIAMETER_CM, KERNEL_RESOLUTION_CM, SimulateLowDoseCT
-from .intensity import get_window
 from .pet_dose import SimulateLowDosePET
 
-__all__ = ["NoiseBank", "RandLowDoseCT", "RandLowDoseCTd", "RandLowDosePET", "RandLowDosePETd"]
+__all__ = ["NoiseBank", "RandLowDoseCT", "RandLowDosePET"]
 
 
 class NoiseBank:
@@ -109,12 +114,15 @@ class _RandNoiseLevel(Randomizable, Transform):
         self.level = float(math.exp(self.R.uniform(math.log(low), math.log(high))))
         self._weights = self.R.standard_normal(self.bank.size)
 
-    def _noisy(self, img: NdarrayOrTensor, params: tuple, simulate: Callable, scale: float) -> Any:
+    def _bank(self, img: NdarrayOrTensor, params: tuple, simulate: Callable) -> tuple[np.ndarray, np.ndarray]:
         check_channel_first(img, self.name, spatial_ndims=(2,))
         x = to_numpy(img, np.float32)[0]
-        bank = self.bank.get(x, params, simulate)
-        weights = self._weights / max(float(np.linalg.norm(self._weights)), 1e-12)
-        return x, np.tensordot(weights.astype(np.float32), bank, axes=1) * np.float32(scale)
+        return x, self.bank.get(x, params, simulate)
+
+    @staticmethod
+    def _combine(bank: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
+        unit = weights / max(float(np.linalg.norm(weights)), 1e-12)
+        return np.tensordot(unit.astype(np.float32), bank, axes=1) * np.float32(scale)
 
 
 class RandLowDoseCT(_RandNoiseLevel):
@@ -132,12 +140,16 @@ class RandLowDoseCT(_RandNoiseLevel):
         kernel_resolution_cm: as for :class:`~scripts.transforms.SimulateLowDoseCT`; the default, a B30-like
             kernel's, is that of the corpus (:func:`~scripts.transforms.ct_simulation_args`).
         aec_reference_diameter_cm: as for :class:`~scripts.transforms.SimulateLowDoseCT`; default: the corpus's.
+        label_noise_range: ``(low, high)``: the full-dose slice is first given full-dose noise of its own, its
+            variance this fraction (drawn uniformly) of the simulation's full-dose noise variance (see
+            :meth:`pair`); None: the input is taken as the full-dose image as it is.
         kwargs: other :class:`~scripts.transforms.SimulateLowDoseCT` arguments (``pixel_size_cm``, ``i0``,
             ``input_dose_fraction``, ``circle``, ...; not ``dose_fraction`` or ``seed``). ``circle`` is used only
             for square slices without a body diameter.
 
     Raises:
-        ValueError: a range outside ``(0, input_dose_fraction]``, or a bad simulator argument.
+        ValueError: a range outside ``(0, input_dose_fraction]``, a negative label noise range or one with a
+            noiseless input (``input_dose_fraction=None``), or a bad simulator argument.
     """
 
     name = "RandLowDoseCT"
@@ -152,8 +164,12 @@ class RandLowDoseCT(_RandNoiseLevel):
         seed: int | None = None,
         kernel_resolution_cm: float | None = KERNEL_RESOLUTION_CM,
         aec_reference_diameter_cm: float | None = AEC_REFERENCE_DIAMETER_CM,
+        label_noise_range: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.label_noise_range = None if label_noise_range is None else tuple(float(v) for v in label_noise_range)
+        self.label_noise = 0.0
+        self._label_weights = np.zeros(bank_size)
         super().__init__(dose_range, bank_size, cache_size, bank_seed, seed)
         self.simulator_kwargs = {
             "kernel_resolution_cm": kernel_resolution_cm,
@@ -169,6 +185,23 @@ class RandLowDoseCT(_RandNoiseLevel):
                 f"and {reference_dose}."
             )
         self.reference_dose = float(reference_dose)
+        if self.label_noise_range is not None:
+            low, high = self.label_noise_range
+            if not 0.0 <= low <= high or self.input_dose is None:
+                raise ValueError(
+                    f"RandLowDoseCT: label_noise_range must be (low, high) with 0 <= low <= high and needs a noisy "
+                    f"input (input_dose_fraction not None), got {self.label_noise_range} and {self.input_dose}."
+                )
+
+    def randomize(self, data: object = None) -> None:
+        """Draw the dose, the label noise fraction and the combination weights of the next call."""
+        super().randomize(data)
+        if self.label_noise_range is None:
+            return
+        self.label_noise = float(self.R.uniform(*self.label_noise_range))
+        # weights orthogonal to the LQ noise's: the two combinations of the bank are independent noise realisations
+        other, lq = self.R.standard_normal(self.bank.size), self._weights
+        self._label_weights = other - lq * (other @ lq) / max(float(lq @ lq), 1e-12)
 
     @property
     def dose_fraction(self) -> float:
@@ -193,7 +226,30 @@ class RandLowDoseCT(_RandNoiseLevel):
             randomize: draw a new dose and noise (False repeats the last draw).
 
         Returns:
-            The lower-dose slice in HU.
+            The lower-dose slice in HU (of the input as given plus the label noise, if any: see :meth:`pair`).
+        """
+        return self.pair(img, pixel_size_cm, body_diameter_cm, randomize)[1]
+
+    def pair(
+        self,
+        img: NdarrayOrTensor,
+        pixel_size_cm: float | None = None,
+        body_diameter_cm: float | None = None,
+        randomize: bool = True,
+    ) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
+        """The training pair of a full-dose slice: (full-dose label, lower-dose input).
+
+        A real full-dose CT carries quantum noise of its own, which a lower-dose scan of the same patient (or a
+        noise insertion into it, as the AAPM-Mayo quarter-dose data were made) keeps: the part of it that the
+        input holds cannot be told from signal, and a network that learned to remove all noise from smooth
+        labels also removes it, an error the metrics count. With ``label_noise_range`` the label gets full-dose
+        noise of a drawn level first, independent of the noise then added to it for the lower dose.
+
+        Args: as for ``__call__``.
+
+        Returns:
+            ``(label, lq)`` in HU, both ``(1, H, W)`` like the input; the label is the input itself without
+            ``label_noise_range``.
         """
         kwargs = dict(self.simulator_kwargs)
         if pixel_size_cm is not None:
@@ -207,10 +263,16 @@ class RandLowDoseCT(_RandNoiseLevel):
 
         if randomize:
             self.randomize()
-        scale = math.sqrt(self._inserted_variance(self.level) / self._inserted_variance(self.reference_dose))
+        reference = self._inserted_variance(self.reference_dose)
         params = (self.reference_dose, tuple(sorted(kwargs.items())))
-        x, noise = self._noisy(img, params, simulate, scale)
-        return like_input((x + noise)[None], img)
+        x, bank = self._bank(img, params, simulate)
+        lq = x + self._combine(bank, self._weights, math.sqrt(self._inserted_variance(self.level) / reference))
+        if self.label_noise_range is None:
+            return img, like_input(lq[None], img)
+        # full-dose noise (variance 1 / input dose in the units of the inserted variance), scaled by the draw
+        scale = math.sqrt(self.label_noise / float(self.input_dose) / reference)
+        label_noise = self._combine(bank, self._label_weights, scale)
+        return like_input((x + label_noise)[None], img), like_input((lq + label_noise)[None], img)
 
 
 class RandLowDosePET(_RandNoiseLevel):
@@ -275,140 +337,5 @@ class RandLowDosePET(_RandNoiseLevel):
         if randomize:
             self.randomize()
         scale = math.sqrt((self.level - 1.0) / (self.reference_drf - 1.0))
-        x, noise = self._noisy(img, (self.reference_drf,), self._simulate, scale)
-        return like_input(np.maximum(x + noise, 0.0)[None], img)
-
-
-class _RandNoiseLeveld(Randomizable, MapTransform):
-    """Base of the dictionary versions: replace the LQ of one task's items by the HQ plus noise of a drawn level."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        transform: _RandNoiseLevel | None,
-        task: str,
-        task_key: str | None,
-        window: str | Sequence[float] | None,
-        allow_missing_keys: bool,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        if len(self.keys) != 2:
-            raise ValueError(f"{type(self).__name__}: keys must be (LQ key, HQ key), got {self.keys}")
-        self.image_key, self.label_key = self.keys
-        self.transform, self.task, self.task_key = transform, task, task_key
-        self.window = None if window is None else (get_window(window) if isinstance(window, str) else tuple(window))
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> Randomizable:
-        """Seed the wrapped array transform (see ``Randomizable.set_random_state``)."""
-        super().set_random_state(seed, state)
-        if self.transform is not None:
-            self.transform.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        """Draw the next level and noise."""
-        if self.transform is not None:
-            self.transform.randomize()
-
-    def degrade(self, hq: NdarrayOrTensor, d: Mapping[Hashable, Any]) -> NdarrayOrTensor:
-        """The LQ of the full-dose ``hq`` (physical units) with the level already drawn."""
-        raise NotImplementedError
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """
-        Args:
-            data: an item holding the HQ under the second key (physical units, or [0, 1] of ``window``).
-
-        Returns:
-            A shallow copy with the LQ key replaced, for items of the task; other items unchanged.
-        """
-        d = dict(data)
-        if self.transform is None or not of_task(d, self.task_key, self.task):
-            return d
-        if self.label_key not in d:
-            if self.allow_missing_keys:
-                return d
-            raise KeyError(f"{type(self).__name__}: the item has no {self.label_key!r} (full-dose image).")
-        self.randomize()
-        hq = d[self.label_key]
-        if self.window is None:
-            d[self.image_key] = self.degrade(hq, d)
-            return d
-        low, high = self.window
-        out = self.degrade(to_numpy(hq, np.float32) * (high - low) + low, d)
-        d[self.image_key] = like_input(np.clip((to_numpy(out, np.float32) - low) / (high - low), 0.0, 1.0), hq)
-        return d
-
-
-class RandLowDoseCTd(_RandNoiseLeveld):
-    """Dictionary version of :class:`RandLowDoseCT`: the LQ of each CT item becomes its HQ at a dose drawn per call.
-
-    Args:
-        keys: ``(LQ key, HQ key)``.
-        dose_range: see :class:`RandLowDoseCT`; None: off, the items' own LQ is kept (the paper's fixed pairs).
-        task_key: item key of the task; only items whose task is ``task`` are changed (None: every item).
-        task: the task degraded.
-        spacing_key: item key of the in-plane pixel spacing in mm (a number or (row, column); their mean is used),
-            overriding ``pixel_size_cm`` where present.
-        body_diameter_key: item key of the diameter (cm) of the body a cropped slice was cut from (<= 0: none).
-        window: None if the images are in HU; else they are in [0, 1] of this window (a modality name or
-            ``(low, high)``, as after :class:`~scripts.transforms.IntensityWindowd`): converted for the simulation,
-            and the LQ is windowed (clipped) again.
-        allow_missing_keys: leave items without the HQ key unchanged.
-        kwargs: the other arguments of :class:`RandLowDoseCT`.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = ("image", "label"),
-        dose_range: Sequence[float] | None = (0.15, 0.4),
-        task_key: str | None = "task",
-        task: str = "ct",
-        spacing_key: str | None = "spacing",
-        body_diameter_key: str | None = "body_diameter_cm",
-        window: str | Sequence[float] | None = None,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        transform = None if dose_range is None else RandLowDoseCT(dose_range, **kwargs)
-        super().__init__(keys, transform, task, task_key, window, allow_missing_keys)
-        self.spacing_key, self.body_diameter_key = spacing_key, body_diameter_key
-
-    def degrade(self, hq: NdarrayOrTensor, d: Mapping[Hashable, Any]) -> NdarrayOrTensor:
-        """HQ (HU) -> LQ (HU) with this item's geometry."""
-        spacing = d.get(self.spacing_key) if self.spacing_key is not None else None
-        pixel_cm = None if spacing is None else float(np.mean(np.asarray(spacing, dtype=float))) / 10.0
-        body = d.get(self.body_diameter_key) if self.body_diameter_key is not None else None
-        body_cm = float(body) if body is not None and float(body) > 0 else None
-        return self.transform(hq, pixel_size_cm=pixel_cm, body_diameter_cm=body_cm, randomize=False)
-
-
-class RandLowDosePETd(_RandNoiseLeveld):
-    """Dictionary version of :class:`RandLowDosePET`: the LQ of each PET item becomes its HQ at a DRF drawn per call.
-
-    Args:
-        keys: ``(LQ key, HQ key)``.
-        drf_range: see :class:`RandLowDosePET`; None: off, the items' own LQ is kept (the paper's fixed pairs).
-        task_key: item key of the task; only items whose task is ``task`` are changed (None: every item).
-        task: the task degraded.
-        window: as for :class:`RandLowDoseCTd` (e.g. ``"pet"``).
-        allow_missing_keys: leave items without the HQ key unchanged.
-        kwargs: the other arguments of :class:`RandLowDosePET`.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = ("image", "label"),
-        drf_range: Sequence[float] | None = (8.0, 20.0),
-        task_key: str | None = "task",
-        task: str = "pet",
-        window: str | Sequence[float] | None = None,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        transform = None if drf_range is None else RandLowDosePET(drf_range, **kwargs)
-        super().__init__(keys, transform, task, task_key, window, allow_missing_keys)
-
-    def degrade(self, hq: NdarrayOrTensor, d: Mapping[Hashable, Any]) -> NdarrayOrTensor:
-        """HQ -> LQ, same units."""
-        return self.transform(hq, randomize=False)
+        x, bank = self._bank(img, (self.reference_drf,), self._simulate)
+        return like_input(np.maximum(x + self._combine(bank, self._weights, scale), 0.0)[None], img)
