@@ -239,11 +239,8 @@ class RandLowDoseCT(_RandNoiseLevel):
     ) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
         """The training pair of a full-dose slice: (full-dose label, lower-dose input).
 
-        A real full-dose CT carries quantum noise of its own, which a lower-dose scan of the same patient (or a
-        noise insertion into it, as the AAPM-Mayo quarter-dose data were made) keeps: the part of it that the
-        input holds cannot be told from signal, and a network that learned to remove all noise from smooth
-        labels also removes it, an error the metrics count. With ``label_noise_range`` the label gets full-dose
-        noise of a drawn level first, independent of the noise then added to it for the lower dose.
+        With ``label_noise_range`` the label gets full-dose noise of a drawn level first, independent of the noise
+        then added to it for the lower dose (why: the module docstring).
 
         Args: as for ``__call__``.
 

@@ -72,15 +72,16 @@ class _RandNoiseLeveld(Randomizable, MapTransform):
         self.randomize()
         hq = d[self.label_key]
         if self.window is None:
-            label, d[self.image_key] = self.degrade(hq, d)
-            if label is not None:
-                d[self.label_key] = label
-            return d
-        low, high = self.window
-        label, out = self.degrade(to_numpy(hq, np.float32) * (high - low) + low, d)
-        for key, value in ((self.image_key, out), (self.label_key, label)):
-            if value is not None:
-                d[key] = like_input(np.clip((to_numpy(value, np.float32) - low) / (high - low), 0.0, 1.0), hq)
+            label, lq = self.degrade(hq, d)
+        else:
+            low, high = self.window
+            label, lq = (
+                None if v is None else like_input(np.clip((to_numpy(v, np.float32) - low) / (high - low), 0.0, 1.0), hq)
+                for v in self.degrade(to_numpy(hq, np.float32) * (high - low) + low, d)
+            )
+        d[self.image_key] = lq
+        if label is not None:
+            d[self.label_key] = label
         return d
 
 
