@@ -133,3 +133,18 @@ def disk_mask(size: int, radius: float) -> np.ndarray:
     """The ``(size, size)`` mask of the centred disk of ``radius`` pixels."""
     off = np.arange(size) - size // 2
     return off[:, None] ** 2 + off[None, :] ** 2 <= radius**2
+
+
+def mri_slice_item(tmp_path: Path, index: int = 3) -> dict:
+    """A data-list item of one slice of a small MRI volume (a bright square), written to ``tmp_path``."""
+    vol = np.zeros((32, 32, 8), dtype=np.float32)
+    vol[8:24, 8:24] = 1000.0
+    path = write_nifti(tmp_path / "IXI002-Guys-0828-T2.nii.gz", vol)
+    return {
+        "label": str(path),
+        "slice": index,
+        "slice_axis": 2,
+        "task": "mri",
+        "degrade": "kspace",
+        "subject": "IXI002",
+    }

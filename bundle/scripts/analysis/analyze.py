@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.loading import slice_items
+from ..data.datasets import slice_items
 from ..data.slices import TASKS
 from ..errors import UserInputError
 from .capture import RoutingRecorder
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 def spread_per_task(items: Sequence[Mapping[Hashable, Any]], max_per_task: int | None = None) -> list[dict]:
     """At most ``max_per_task`` slice items per task, evenly spread over each task's items (order kept).
 
-    Whole-volume items are cut into slices first (:func:`scripts.data.loading.slice_items`), so the choice spreads
+    Whole-volume items are cut into slices first (:func:`scripts.data.datasets.slice_items`), so the choice spreads
     over volumes and over the slices within them rather than taking the first slices of the first volume.
 
     Args:

@@ -5,6 +5,7 @@ The item schema is documented in :mod:`scripts.data.slices`; :func:`build_datali
 """
 
 from .all_in_one import DATASETS, build_all_in_one_datalist, build_datalist, find_task_roots
+from .datasets import make_dataset, slice_items
 from .ixi import build_ixi_datalist, find_ixi_volumes
 from .loading import (
     LoadSlice,
@@ -13,9 +14,7 @@ from .loading import (
     LoadSlicePairDict,
     item_id,
     item_seed,
-    make_dataset,
     read_slice,
-    slice_items,
 )
 from .mayo import MAYO_PATIENTS, MAYO_SPLIT, build_mayo_datalist, find_mayo_series, parse_mayo_series
 from .pet import build_pet_datalist, find_pet_entries, parse_drf

@@ -16,7 +16,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .slices import DataError, pair_dicom_series, read_dicom_series, select_subjects
+from .dicom_series import pair_dicom_series, read_dicom_series
+from .slices import DataError, select_subjects
 
 __all__ = [
     "MAYO_PATIENTS",
@@ -108,7 +109,7 @@ def build_mayo_datalist(
             one of the ten challenge patients, else a proportional 8 / 1 / 1 split seeded by ``seed``.
         slice_thickness: 1 or 3 (mm).
         kernel: ``"B30"`` (smooth, default) or ``"D45"`` (sharp); ``"smooth"`` / ``"sharp"`` also accepted.
-        pair_by: ``"auto"``, ``"position"`` or ``"instance"`` (see :func:`scripts.data.slices.pair_dicom_series`).
+        pair_by: ``"auto"``, ``"position"`` or ``"instance"`` (see :func:`scripts.data.dicom_series.pair_dicom_series`).
         seed: seed of the proportional split.
         subjects: explicit patient ids, overriding ``split``.
         split_counts: reference sizes of the proportional split.

@@ -30,15 +30,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from .slices import (
-    DataError,
-    checked_slice_axis,
-    nearest_value,
-    nifti_info,
-    pair_dicom_series,
-    read_dicom_series,
-    select_subjects,
-)
+from .dicom_series import pair_dicom_series, read_dicom_series
+from .slices import DataError, checked_slice_axis, nearest_value, nifti_info, select_subjects
 
 __all__ = ["PET_SPLIT_COUNTS", "parse_drf", "PetEntry", "find_pet_entries", "build_pet_datalist"]
 
@@ -225,7 +218,7 @@ def build_pet_datalist(
         strict_drf: error instead of using the nearest DRF when ``drf`` is missing.
         plane: ``"coronal"``, ``"axial"`` or ``"sagittal"``: how NIfTI volumes are cut.
         air_threshold: slices whose HQ maximum is below this fraction of the volume maximum are dropped.
-        pair_by: DICOM pairing (see :func:`scripts.data.slices.pair_dicom_series`).
+        pair_by: DICOM pairing (see :func:`scripts.data.dicom_series.pair_dicom_series`).
         seed: split seed.
         subjects: explicit subject ids, overriding ``split``.
         split_counts: reference (train, val, test) sizes.

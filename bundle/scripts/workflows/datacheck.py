@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 from tqdm import tqdm
 
+from ..data.dicom_series import read_dicom_header
 from ..data.loading import is_nifti
 from ..data.slices import (
     MIN_SIZE,
@@ -31,7 +32,6 @@ from ..data.slices import (
     DataError,
     checked_slice_axis,
     load_nifti,
-    read_dicom_header,
 )
 
 __all__ = ["FileFacts", "file_facts", "check_training_data"]
