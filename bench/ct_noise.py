@@ -2,7 +2,12 @@
 
 Prints, per image, the noise standard deviation (HU) in a uniform region of the full-dose image and of its
 simulated quarter-dose version (``SimulateLowDoseCT(0.25)``, the corpus recipe), the inserted noise alone and the
-quarter / full ratio. The uniform region of a real slice is the square window of soft tissue (0..100 HU) whose
+quarter / full ratio (2 for a true quarter of the image's own dose, as in the AAPM-Mayo quarter-dose images), and
+the dose fraction of the simulation that would give the image a true quarter of its own dose: the inserted
+variance scales with ``1/d - 1``, so inserting ``3 full^2`` needs ``1/d - 1 = 9 full^2 / inserted(0.25)^2``. The
+simulation sets the full-dose noise by automatic exposure control to a reference (a 30 cm water disk's), not to
+the image's own noise, so a slice quieter than that reference gets far more than a quarter dose's noise, and a
+noisier one less. The uniform region of a real slice is the square window of soft tissue (0..100 HU) whose
 full-dose standard deviation is the smallest (the usual way to find "a uniform region" automatically). The real
 slices get the corpus's geometry (``scripts.transforms.ct_simulation_args``); ``--ramp`` drops its kernel
 resolution (ramp-filter noise at the native pixel size).
@@ -47,7 +52,8 @@ def measure(name: str, hu: np.ndarray, window, seeds: int, **kwargs) -> None:
         quarter.append(float(lq[window].std()))
         inserted.append(float((lq - hu)[window].std()))
     q, i = np.mean(quarter), np.mean(inserted)
-    print(f"| {name} | {full:.1f} | {q:.1f} | {i:.1f} | {q / full:.2f} |")
+    own_quarter = 1.0 / (1.0 + 9.0 * full**2 / i**2)
+    print(f"| {name} | {full:.1f} | {q:.1f} | {i:.1f} | {q / full:.2f} | {own_quarter:.3f} |")
 
 
 def main() -> None:
@@ -56,8 +62,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="noise realisations averaged")
     parser.add_argument("--ramp", action="store_true", help="ramp-filter noise at the native pixel size instead")
     args = parser.parse_args()
-    print("| image | full-dose std (HU) | quarter-dose std (HU) | inserted std (HU) | quarter / full |")
-    print("|---|---|---|---|---|")
+    print(
+        "| image | full-dose std (HU) | quarter-dose std (HU) | inserted std (HU) | quarter / full "
+        "| dose of a true quarter of its own |"
+    )
+    print("|---|---|---|---|---|---|")
     # the calibration phantom: a 30 cm water disk, 512 x 512 of 0.7 mm (Mayo geometry), with full-dose noise
     off = np.arange(512) - 256
     r2 = off[:, None] ** 2 + off[None, :] ** 2
@@ -79,7 +88,7 @@ def main() -> None:
         try:
             window = uniform_window(hu, args.roi)
         except ValueError as e:
-            print(f"| {source.file} | {e} | | | |")
+            print(f"| {source.file} | {e} | | | | |")
             continue
         measure(f"{source.file} ({spacing:.2f} mm)", hu, window, args.seeds, **kwargs)
     from scripts.data.corpus import _ct  # the ITK-read slice, as the corpus reads it
