@@ -33,15 +33,19 @@ def child(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=BUNDLE)
 
 
+def churn_faults(keep: bool) -> int:
+    run = child(CHURN.format(bundle=str(BUNDLE), keep=keep))
+    assert run.returncode == 0, run.stderr
+    return int(run.stdout.split()[-1])
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keeping_freed_memory_removes_the_page_faults_of_reallocation():
-    faults = {}
-    for keep in (False, True):
-        run = child(CHURN.format(bundle=str(BUNDLE), keep=keep))
-        assert run.returncode == 0, run.stderr
-        faults[keep] = int(run.stdout.split()[-1])
-    assert faults[False] > 20 * 10_000  # each 64 MB block faulted in again: 16k pages of 4 kB
-    assert faults[True] < 2_000  # the same block reused without the kernel
+    assert churn_faults(False) > 20 * 10_000  # each 64 MB block faulted in again: 16k pages of 4 kB
+    # The same block reused without the kernel. Seen once in a full suite run: 3 x 16,384 faults, most likely the
+    # kernel migrating kept pages in the background (proactive compaction is on here), each page then faulting once:
+    # the least of three runs is the allocator's.
+    assert min(churn_faults(True) for _ in range(3)) < 2_000
 
 
 def test_library_noise_is_silenced_and_other_warnings_are_kept():
