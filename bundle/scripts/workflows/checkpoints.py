@@ -36,6 +36,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 from ..atomic import atomic_path, remove_stale_temporaries
+from ..weights import load_checkpoint
 
 __all__ = [
     "save_atomic",
@@ -75,7 +76,7 @@ def saved_iteration(path: str | os.PathLike, engine_key: str = "trainer") -> int
     Returns:
         The saved engine's iteration count.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_checkpoint(path, map_location="cpu", mmap=True)
     return int(checkpoint[engine_key]["iteration"])
 
 
@@ -206,7 +207,7 @@ class ResumableCheckpoint:
         if not self.path.is_file():
             engine.logger.warning(f"resume: no checkpoint at {self.path}; training starts from scratch.")
             return
-        checkpoint = torch.load(self.path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(self.path, map_location="cpu")
         missing = [k for k in (*self.save_dict, self.engine_key) if k not in checkpoint]
         if missing:
             raise ValueError(f"{self.path}: the checkpoint has no {missing} (keys: {sorted(checkpoint)}).")
