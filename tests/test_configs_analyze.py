@@ -29,7 +29,7 @@ def test_config_parses_from_another_directory(tmp_path, monkeypatch):
     assert parser.get_parsed_content("output_dir", lazy=False) == f"{BUNDLE}/runs/mine"
     assert parser.get_parsed_content("interference")["step_size"] == 1e-4
     assert parser.get_parsed_content("tasks") == ["mri", "ct", "pet"] and parser["dataset_dir"] is None
-    shipped = torch.load(BUNDLE / "models" / "restormer_demo.pt", map_location="cpu", weights_only=True)
+    shipped = torch.load(BUNDLE / "models" / "baselines" / "restormer_demo.pt", map_location="cpu", weights_only=True)
     parser.get_parsed_content("restormer_def").load_state_dict(shipped)  # the Restormer checkpoint fits its def
     assert parser["run"][0] == {"_target_": "scripts.errors.install_cli_excepthook"}
     assert parser["analysis#_target_"] == "scripts.analysis.RoutingAnalysis"

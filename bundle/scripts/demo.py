@@ -4,9 +4,9 @@
 
 1. the demo set (:mod:`scripts.data.demo`, the real-image corpus) is built if missing (about 20 s);
 2. ``configs/evaluate.json`` evaluates the shipped weights on its test split, with the LQ input and the classical
-   baseline (CT / PET denoisers tuned on the demo's validation split) as reference rows, and
-   the same-size Restormer of ``models/restormer_demo.pt`` when present, writing ``metrics.csv``, ``metrics.md``
-   and figures (LQ | restored | HQ | error) to ``<output_dir>/``;
+   baseline (CT / PET denoisers tuned on the demo's validation split) as reference rows, and the same-size
+   Restormer of ``models/baselines/restormer_demo.pt`` when present, writing ``metrics.csv``, ``metrics.md`` and
+   figures (LQ | restored | HQ | error) to ``<output_dir>/``;
 3. ``configs/inference.json`` restores the test LQ inputs, NIfTI in and out, into ``<output_dir>/restored/<task>/``;
 4. the table is printed.
 
@@ -41,7 +41,7 @@ DEFAULT_OUTPUT_DIR = BUNDLE_ROOT.parent / "outputs" / "demo"
 #: The same-size Restormer trained with the same recipe as the shipped AMIR weights: (row name, weights, network).
 RESTORMER_DEMO: tuple[str, Path, dict[str, Any]] = (
     "Restormer (same size)",
-    BUNDLE_ROOT / "models" / "restormer_demo.pt",
+    BUNDLE_ROOT / "models" / "baselines" / "restormer_demo.pt",
     {"_target_": "scripts.networks.demo_restormer"},
 )
 

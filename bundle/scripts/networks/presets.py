@@ -15,7 +15,7 @@ __all__ = ["DEMO_AMIR", "DEMO_RESTORMER", "demo_amir", "demo_restormer"]
 
 #: The shipped demo AMIR (``models/model.pt``): 2,991,329 parameters.
 DEMO_AMIR: dict[str, Any] = {"dim": 24, "num_blocks": (1, 2, 2, 2), "num_refinement_blocks": 1}
-#: The same-size Restormer of ``models/restormer_demo.pt`` (2,961,885 parameters, -1.0 %).
+#: The same-size Restormer of ``models/baselines/restormer_demo.pt`` (2,961,885 parameters, -1.0 %).
 DEMO_RESTORMER: dict[str, Any] = {"dim": 26, "num_blocks": (1, 2, 2, 2), "num_refinement_blocks": 1}
 
 
