@@ -1,9 +1,13 @@
 """configs/inference.json through the CLI on the inputs a user may give: several series in a folder, outputs inside
 the input folder, a killed run's leftovers, and bad inputs, each reported in one line without a traceback."""
 
+import resource
+import subprocess
+
 import nibabel as nib
 import numpy as np
 import pytest
+from _hostile_inputs import claim_nifti, complex_nifti, rgb_nifti, set_tags
 from _inference_cases import (
     AFFINE,
     CASES,
@@ -15,7 +19,7 @@ from _inference_cases import (
     write_series,
     written,
 )
-from _workflow_data import write_nifti
+from _workflow_data import BUNDLE, bundle_command, identity_weights, tiny_network_config, write_nifti
 
 
 def error_lines(result) -> list[str]:
@@ -101,3 +105,65 @@ def test_unusable_options_and_folders_are_one_line(tmp_path, case, message):
     (line,) = error_lines(result)
     assert line.startswith("error: ") and message in line
     assert not output_dir.exists()
+
+
+def run_in_memory_limit(root, dataset_dir, options, output_dir, gib: int = 4):
+    """:func:`run_inference` in a process whose address space is limited to ``gib`` GiB: an input that makes the
+    bundle allocate what its header claims fails here instead of exhausting the machine."""
+    weights = root / "identity.pt"
+    identity_weights(weights)
+    args = ["--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), "--ckpt_path", str(weights)]
+    args += ["--network_def", tiny_network_config(root / "tiny.json"), *options]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (gib * 2**30, gib * 2**30))
+
+    command = bundle_command("--config_file", "configs/inference.json", *args)
+    return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+
+
+def test_a_tiny_file_claiming_a_huge_image_is_refused_before_any_memory_is_taken(tmp_path):
+    claim_nifti(tmp_path / "in" / "huge.nii.gz", (8192, 8192, 40))  # 67 bytes claiming 10 GiB
+    result = run_in_memory_limit(tmp_path, tmp_path / "in", ["--modality", "ct"], tmp_path / "out")
+    assert result.returncode == 1, result.stderr[-2000:]
+    (line,) = error_lines(result)
+    assert "huge.nii.gz: the header claims an image of 8192x8192x40 float32" in line
+    assert "more than max_input_voxels (2147483648)" in line and "MemoryError" not in result.stderr
+    assert written(tmp_path / "out") == []
+
+
+def test_complex_colour_and_badly_rescaled_inputs_are_refused_one_line_each(tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    complex_nifti(inputs / "complex.nii.gz")
+    rgb_nifti(inputs / "rgb.nii.gz")
+    set_tags(write_series(inputs / "slope0", ct_values(), "CT"), RescaleSlope=0)
+    set_tags(write_series(inputs / "nan", ct_values(), "CT"), RescaleIntercept="NaN")
+    nifti_with(inputs / "good.nii.gz")
+    result = run_inference(tmp_path, inputs, ["--modality", "ct", "--output_format", "nifti"], outputs)
+    assert result.returncode == 1
+    (line,) = error_lines(result)
+    assert line.startswith("error: 4 of 5 inputs failed: ")
+    for message in (
+        "complex.nii.gz: complex values (complex64); reading them would drop the imaginary part",
+        "rgb.nii.gz: R/G/B colour values (not one scalar per voxel)",
+        "slope0/im000.dcm: DICOM RescaleSlope is 0, which makes every pixel the intercept",
+        "nan/im000.dcm: DICOM RescaleIntercept is",
+    ):
+        assert message in result.stdout, result.stdout[-3000:]
+    assert written(outputs) == ["good_restored.nii.gz"]
+
+
+def test_an_mri_stored_as_0_to_1_needs_its_scale_and_keeps_its_units(tmp_path):
+    values = np.random.default_rng(0).uniform(0.0, 1.0, (24, 20, 3))
+    write_nifti(tmp_path / "in" / "unit.nii.gz", values, AFFINE)
+    before = (tmp_path / "in" / "unit.nii.gz").read_bytes()
+    refused = run_inference(tmp_path, tmp_path / "in", ["--modality", "mri"], tmp_path / "out")
+    assert refused.returncode == 1
+    (line,) = error_lines(refused)
+    assert "unit.nii.gz: MRI values reach only" in line and "give --mri_scale 30" in line
+    assert written(tmp_path / "out") == []
+    scaled = run_inference(tmp_path, tmp_path / "in", ["--modality", "mri", "--mri_scale", "3000"], tmp_path / "out")
+    assert scaled.returncode == 0, scaled.stderr[-3000:]
+    restored = nib.load(tmp_path / "out" / "unit_restored.nii.gz").get_fdata()
+    assert np.allclose(restored, values, atol=1e-3)  # the identity network: the input back, in its own units
+    assert (tmp_path / "in" / "unit.nii.gz").read_bytes() == before

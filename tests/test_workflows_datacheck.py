@@ -71,3 +71,46 @@ def test_items_without_a_task_take_the_modality(tmp_path):
     with pytest.raises(DataError, match="set --modality"):
         check_training_data([volume])
     assert check_training_data([volume], default_task="ct") == 1
+
+
+def test_what_the_training_reader_refuses_is_reported_before_the_first_iteration(tmp_path):
+    from _hostile_inputs import claim_nifti, complex_nifti, jpeg_ls_slice, rgb_nifti, set_tags
+    from scripts.data import LoadSlicePaird
+
+    write_dicom_series(tmp_path / "ct", np.full((32, 32, 1), 1000, np.int16))
+    (slope0,) = set_tags(list((tmp_path / "ct").iterdir()), RescaleSlope=0)
+    files = {
+        "damaged.dcm": jpeg_ls_slice(tmp_path / "damaged.dcm", damaged=True),
+        "complex.nii.gz": complex_nifti(tmp_path / "complex.nii.gz", (32, 32, 1)),
+        "rgb.nii.gz": rgb_nifti(tmp_path / "rgb.nii.gz", (32, 32, 1)),
+        "huge.nii.gz": claim_nifti(tmp_path / "huge.nii.gz", (512, 512, 64)),
+        slope0.name: slope0,
+    }
+    items = [{"label": str(p), "task": "ct", "degrade": "ct"} for p in files.values()]
+    items[0] = {"label": str(files["damaged.dcm"]), "task": "mri", "degrade": "kspace"}  # an MR slice
+    with pytest.raises(DataError) as raised:
+        check_training_data(items, max_voxels=10**6)
+    problems = str(raised.value).splitlines()[1:]
+    expected = {
+        "damaged.dcm": "cannot read DICOM slice",
+        "complex.nii.gz": "complex values",
+        "rgb.nii.gz": "colour values",
+        "huge.nii.gz": "the header claims an image of 512x512x64 float32",
+        slope0.name: "RescaleSlope is 0",
+    }
+    assert len(problems) == len(expected)
+    for name, what in expected.items():
+        assert any(name in line and what in line for line in problems), (name, problems)
+    # a real JPEG-LS slice: the check says what the training reader does, whichever decoders are installed
+    shipped = {"label": str(jpeg_ls_slice(tmp_path / "jls.dcm")), "task": "mri", "degrade": "kspace"}
+    try:
+        LoadSlicePaird()(shipped)
+        decodable = True
+    except DataError as e:
+        decodable, reason = False, str(e)
+    if decodable:
+        assert check_training_data([shipped]) == 1
+    else:
+        with pytest.raises(DataError, match="jls.dcm: cannot read DICOM slice") as raised:
+            check_training_data([shipped])
+        assert reason in str(raised.value)

@@ -8,6 +8,7 @@ import torch
 from _inference_cases import AFFINE, ct_values, nifti_with, write_series
 from _workflow_data import pet_attributes, write_dicom_series, write_nifti
 from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
 from scripts.data import DataError
 from scripts.data.loading import read_dicom_slice
 from scripts.errors import UserInputError
@@ -121,19 +122,36 @@ def test_modality_from_the_dicom_header_the_option_or_neither(tmp_path, caplog):
         ResolveModalityd("image", modality="xray")
 
 
-def test_an_mri_stored_as_0_to_1_is_restored_with_a_warning_naming_it(tmp_path, caplog):
+def test_an_mri_stored_as_0_to_1_is_refused_unless_its_scale_is_given(tmp_path, caplog):
     write_nifti(tmp_path / "unit.nii.gz", np.random.default_rng(0).uniform(0, 1, (16, 16)), np.eye(4))
     write_nifti(tmp_path / "scanner.nii.gz", np.random.default_rng(0).uniform(0, 3000, (16, 16)), np.eye(4))
-    for name in ("unit.nii.gz", "scanner.nii.gz"):
-        (item,) = [i for i in folder_datalist(tmp_path) if str(i["image"]).endswith(name)]
-        with caplog.at_level(logging.WARNING):
-            ResolveModalityd("image", modality="mri")(load(item))
-    assert "unit.nii.gz: MRI values reach only" in caplog.text and "looks normalised" in caplog.text
-    assert "scanner.nii.gz" not in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):  # CT and PET are not concerned
-        ResolveModalityd("image", modality="pet")(load([i for i in folder_datalist(tmp_path)][0]))
-    assert not caplog.text
+    items = {str(i["image"]).rsplit("/", 1)[-1]: i for i in folder_datalist(tmp_path)}
+    with pytest.raises(
+        UserInputError, match=r"unit.nii.gz: MRI values reach only 0.99\d, below 41: it looks normalised"
+    ):
+        ResolveModalityd("image", modality="mri")(load(items["unit.nii.gz"]))
+    with pytest.raises(UserInputError, match=r"give --mri_scale 30\d\d \(values are multiplied by it before restoring"):
+        ResolveModalityd("image", modality="mri")(load(items["unit.nii.gz"]))
+    ResolveModalityd("image", modality="mri")(load(items["scanner.nii.gz"]))  # scanner units pass
+    for modality in ("pet", "ct"):  # CT and PET are not concerned
+        ResolveModalityd("image", modality=modality)(load(items["unit.nii.gz"]))
+    with pytest.raises(UserInputError, match="mri_scale must be a positive number"):
+        ResolveModalityd("image", modality="mri", mri_scale=0)
+
+
+def test_a_stated_mri_scale_is_applied_before_the_network_and_undone_after(tmp_path):
+    values = np.random.default_rng(0).uniform(0, 1, (16, 16))
+    write_nifti(tmp_path / "unit.nii.gz", values, np.eye(4))
+    (item,) = folder_datalist(tmp_path)
+    resolve = ResolveModalityd("image", modality="mri", mri_scale=3000)
+    data = resolve(load(item))
+    assert np.allclose(data["image"][0].numpy(), values * 3000, rtol=1e-5)  # what the window sees
+    pred = data["image"].clone()  # an identity network's restoration, with the image's metadata
+    data["pred"] = pred
+    inverted = Invertd("pred", transform=Compose([resolve]), orig_keys="image")(data)
+    assert np.allclose(inverted["pred"][0].numpy(), values, rtol=1e-5)  # back in the input's units
+    same = ResolveModalityd("image", modality="mri", mri_scale=1)(load(item))  # stated: these are its units
+    assert np.allclose(same["image"][0].numpy(), values, rtol=1e-6)
 
 
 def test_the_modality_is_that_of_the_series_whose_pixels_are_restored(tmp_path):
@@ -163,3 +181,18 @@ def test_pet_dicom_in_bq_per_ml_becomes_suv(tmp_path):
     out = ResolveModalityd("image")(load(item))
     assert out["task"] == "pet"
     assert torch.allclose(out["image"], torch.full_like(out["image"], 2.0))  # 1e4 Bq/ml * 70 kg / 350 MBq
+
+
+def test_linked_folders_are_searched_once_and_loops_are_named(tmp_path, caplog):
+    inputs, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    write_nifti(inputs / "a" / "a.nii.gz", np.zeros((16, 16)), np.eye(4))
+    write_nifti(elsewhere / "b.nii.gz", np.zeros((16, 16)), np.eye(4))
+    write_dicom_series(elsewhere / "series", np.zeros((16, 16, 2)))
+    (inputs / "linked").symlink_to(elsewhere, target_is_directory=True)  # data kept on another disk
+    (inputs / "a" / "loop").symlink_to(inputs, target_is_directory=True)  # back to the top: a loop
+    (inputs / "again").symlink_to(inputs / "a", target_is_directory=True)  # a folder found under its own name
+    with caplog.at_level(logging.WARNING):
+        found = find_inputs(inputs)
+    assert names(found, inputs) == ["a/a.nii.gz", "linked/b.nii.gz", "linked/series"]
+    for link in ("a/loop", "again"):
+        assert f"{inputs / link}: a link to " in caplog.text and "skipped" in caplog.text

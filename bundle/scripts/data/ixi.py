@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .folders import walk_folders
 from .slices import DataError, select_subjects, volume_slices
 
 __all__ = ["IXI_SPLIT_COUNTS", "IXI_PATTERN", "find_ixi_volumes", "build_ixi_datalist"]
@@ -33,7 +34,8 @@ def find_ixi_volumes(dataset_dir: str | os.PathLike, contrast: str = "T2") -> di
     if not root.is_dir():
         raise DataError(f"{root}: IXI folder not found")
     volumes: dict[str, Path] = {}
-    for path in sorted(root.rglob("IXI*")):
+    names = (folder / name for folder, _, files in walk_folders(root) for name in files)  # linked folders too
+    for path in sorted(p for p in names if p.name.startswith("IXI")):
         match = IXI_PATTERN.match(path.name)
         if not match or match.group(4) != contrast or not path.is_file():
             continue

@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET, dicom_to_hu, suv_from_dicom
+from .headers import MAX_INPUT_VOXELS, check_dicom_pixels, check_dicom_rescale
 from .slices import MIN_SIZE, TASKS, DataError, load_nifti, orient_slice
 
 __all__ = [
@@ -47,7 +48,12 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def read_nifti_slice(path: str | os.PathLike, index: int | None = None, axis: int | None = None) -> np.ndarray:
+def read_nifti_slice(
+    path: str | os.PathLike,
+    index: int | None = None,
+    axis: int | None = None,
+    max_voxels: int | None = MAX_INPUT_VOXELS,
+) -> np.ndarray:
     """Read one slice of a NIfTI image through nibabel's proxy (only that slice is read) and orient it.
 
     Args:
@@ -55,14 +61,16 @@ def read_nifti_slice(path: str | os.PathLike, index: int | None = None, axis: in
         index: slice index along ``axis`` of the stored array; None for a 2-D image (``(H, W)`` or with one
             singleton axis, which is then the slice axis).
         axis: stored axis ``index`` counts along (0, 1, 2).
+        max_voxels: the most voxels the header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Returns:
         float32 ``(H, W)`` in the house orientation (:func:`scripts.data.slices.orient_slice`).
 
     Raises:
-        DataError: unreadable file, bad index, or a 3-D volume addressed without a slice index.
+        DataError: unreadable file, a header refused by :func:`~scripts.data.slices.load_nifti` (size, complex or
+            colour values), bad index, or a 3-D volume addressed without a slice index.
     """
-    img, info = load_nifti(path)
+    img, info = load_nifti(path, max_voxels)
     if index is None:
         singletons = [a for a, s in enumerate(info.shape) if s == 1]
         if not singletons:
@@ -95,27 +103,20 @@ def _lps_code(vector: np.ndarray) -> str:
 
 
 def check_ct_rescale(ds: pydicom.Dataset, where: str | os.PathLike) -> None:
-    """The one rule for CT DICOM, in training (:func:`read_dicom_slice`) and inference: HU need both rescale tags.
-
-    Without ``RescaleSlope`` and ``RescaleIntercept`` the offset of the stored values is unknown (often 1024 or
-    none), so the file is refused rather than read 1024 HU off.
+    """The one rule for CT DICOM, in training (:func:`read_dicom_slice`) and inference: HU need both rescale tags,
+    finite, with a slope not 0 (:func:`scripts.data.headers.check_dicom_rescale`).
 
     Args:
         ds: the file's header (pixels not needed).
         where: the file, for the message.
 
     Raises:
-        DataError: a tag is missing or empty, naming the file.
+        DataError: a tag is missing, empty, not finite, or the slope is 0; naming the file.
     """
-    missing = [tag for tag in ("RescaleSlope", "RescaleIntercept") if ds.get(tag) in (None, "")]
-    if missing:
-        raise DataError(
-            f"{where}: CT DICOM without {' and '.join(missing)}, so its Hounsfield units are unknown; "
-            "add the tag(s) or convert the image to NIfTI in HU"
-        )
+    check_dicom_rescale(ds, where, "ct")
 
 
-def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
+def read_dicom_slice(path: str | os.PathLike, task: str, max_voxels: int | None = MAX_INPUT_VOXELS) -> np.ndarray:
     """Read a single-slice DICOM file in physical units and orient it.
 
     Units: CT in HU (:func:`scripts.transforms.dicom_to_hu`, padding to air); PET in SUV (``Units`` GML as
@@ -124,19 +125,23 @@ def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
     Args:
         path: DICOM file.
         task: ``"ct"``, ``"pet"`` or ``"mri"``.
+        max_voxels: the most pixels the header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Returns:
         float32 ``(H, W)`` in the house orientation (from ImageOrientationPatient; as stored without it).
 
     Raises:
-        DataError: unreadable or multi-frame file, or missing tags for the units (CT: :func:`check_ct_rescale`).
+        DataError: unreadable or multi-frame file, pixel data that cannot be decoded, colour pixels, a claim above
+            ``max_voxels``, missing tags for the units (CT: :func:`check_ct_rescale`), non-finite rescale values or
+            a slope of 0 (:mod:`scripts.data.headers`).
     """
     try:
         ds = pydicom.dcmread(os.fspath(path))
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise DataError(f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames); expected one slice per file")
+        check_dicom_pixels(path, ds, 1, max_voxels)  # before the pixels are decoded
+        check_dicom_rescale(ds, path, task)
         if task == "ct":
-            check_ct_rescale(ds, path)
             values = dicom_to_hu(ds)
         else:
             values = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1)
@@ -146,7 +151,8 @@ def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: cannot read DICOM slice ({type(e).__name__}: {e})") from e
+        first = (str(e).strip().splitlines() or [""])[0]  # pydicom lists the missing decoders on more lines
+        raise DataError(f"{path}: cannot read DICOM slice ({type(e).__name__}: {first})") from e
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise DataError(f"{path}: DICOM pixel data of shape {values.shape}; expected one 2-D slice")
@@ -157,15 +163,22 @@ def read_dicom_slice(path: str | os.PathLike, task: str) -> np.ndarray:
     return orient_slice(values, (_lps_code(col_dir), _lps_code(row_dir)), _lps_code(np.cross(row_dir, col_dir)))
 
 
-def read_slice(path: str | os.PathLike, task: str, index: int | None = None, axis: int | None = None) -> np.ndarray:
-    """One oriented ``(H, W)`` float32 slice from a NIfTI (see :func:`read_nifti_slice`) or DICOM file."""
+def read_slice(
+    path: str | os.PathLike,
+    task: str,
+    index: int | None = None,
+    axis: int | None = None,
+    max_voxels: int | None = MAX_INPUT_VOXELS,
+) -> np.ndarray:
+    """One oriented ``(H, W)`` float32 slice from a NIfTI (see :func:`read_nifti_slice`) or DICOM file
+    (:func:`read_dicom_slice`), whose header claims at most ``max_voxels``."""
     if not Path(path).is_file():
         raise DataError(f"{path}: file not found")
     if is_nifti(path):
-        return read_nifti_slice(path, index, axis)
+        return read_nifti_slice(path, index, axis, max_voxels)
     if index not in (None, 0):
         raise DataError(f"{path}: a DICOM file holds one slice, but the item names slice {index}")
-    return read_dicom_slice(path, task)
+    return read_dicom_slice(path, task, max_voxels)
 
 
 def item_seed(item: Mapping[Hashable, Any], base_seed: int = 0, label_key: str = "label") -> int:
@@ -219,15 +232,17 @@ class LoadSlice(Transform):
 
     Args:
         task: ``"mri"``, ``"ct"`` or ``"pet"`` (sets the DICOM units).
+        max_voxels: the most voxels a file's header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Raises:
         DataError: unreadable file, bad slice index, non-finite values or a slice below 16 px.
     """
 
-    def __init__(self, task: str = "mri") -> None:
+    def __init__(self, task: str = "mri", max_voxels: int | None = MAX_INPUT_VOXELS) -> None:
         if task not in TASKS:
             raise ValueError(f"LoadSlice: task must be one of {TASKS}, got {task!r}")
         self.task = task
+        self.max_voxels = max_voxels
 
     def __call__(self, path: str | os.PathLike, index: int | None = None, axis: int | None = None) -> MetaTensor:
         """
@@ -240,7 +255,7 @@ class LoadSlice(Transform):
             float32 MetaTensor ``(1, H, W)`` whose ``filename_or_obj`` is ``path``.
         """
         path = os.fspath(path)
-        array = read_slice(path, self.task, index, axis)
+        array = read_slice(path, self.task, index, axis, self.max_voxels)
         _check_plane(array, path)
         return _as_image(array, path)
 
@@ -269,6 +284,7 @@ class LoadSlicePaird(MapTransform):
         ct_options: other arguments of :class:`~scripts.transforms.SimulateLowDoseCT`.
         pet_options: other arguments of :class:`~scripts.transforms.SimulateLowDosePET`.
         keep_keys: item keys copied to the output (e.g. ``("subject",)``); missing ones are skipped.
+        max_voxels: the most voxels a file's header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Raises:
         DataError: unreadable file, LQ / HQ shapes differ, non-finite values, slice below 16 px, unknown task or
@@ -286,6 +302,7 @@ class LoadSlicePaird(MapTransform):
         ct_options: Mapping[str, Any] | None = None,
         pet_options: Mapping[str, Any] | None = None,
         keep_keys: Sequence[str] = (),
+        max_voxels: int | None = MAX_INPUT_VOXELS,
     ) -> None:
         super().__init__(keys)
         if len(self.keys) != 2:
@@ -299,6 +316,7 @@ class LoadSlicePaird(MapTransform):
         self.ct_options = dict(ct_options or {})
         self.pet_options = dict(pet_options or {})
         self.keep_keys = tuple(keep_keys)
+        self.max_voxels = max_voxels
 
     def simulate(self, hq: np.ndarray, item: Mapping[Hashable, Any]) -> np.ndarray:
         """The simulated LQ ``(H, W)`` of the item's HQ slice ``hq``."""
@@ -333,7 +351,7 @@ class LoadSlicePaird(MapTransform):
         if data.get(self.label_key) is None:
             raise DataError(f"item {dict(data)} has no {self.label_key!r} (HQ) path")
         index, axis = data.get("slice"), data.get("slice_axis")
-        load = LoadSlice(task)
+        load = LoadSlice(task, self.max_voxels)
         hq_path = os.fspath(data[self.label_key])
         hq = load(hq_path, index, axis)
         if data.get(self.image_key) is not None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .dicom_series import pair_dicom_series, read_dicom_series
+from .folders import walk_folders
 from .slices import DataError, select_subjects
 
 __all__ = [
@@ -72,9 +73,7 @@ def find_mayo_series(dataset_dir: str | os.PathLike) -> dict[tuple[str, str, int
     if not root.is_dir():
         raise DataError(f"{root}: AAPM-Mayo folder not found")
     found: dict[tuple[str, str, int, str], Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folder = Path(dirpath)
+    for folder, _, filenames in walk_folders(root):  # linked folders once each
         parsed = parse_mayo_series(folder.name)
         if parsed is None or not any(not f.startswith(".") for f in filenames):
             continue

@@ -31,6 +31,7 @@ import numpy as np
 import pydicom
 
 from .dicom_series import pair_dicom_series, read_dicom_series
+from .folders import walk_folders
 from .slices import DataError, checked_slice_axis, nearest_value, nifti_info, select_subjects
 
 __all__ = ["PET_SPLIT_COUNTS", "parse_drf", "PetEntry", "find_pet_entries", "build_pet_datalist"]
@@ -104,10 +105,8 @@ def find_pet_entries(dataset_dir: str | os.PathLike) -> dict[str, dict[int, PetE
         raise DataError(f"{root}: PET folder not found")
     found: dict[str, dict[int, PetEntry]] = {}
     entries: list[PetEntry] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folder = Path(dirpath)
-        for name in sorted(filenames):
+    for folder, dirnames, filenames in walk_folders(root):  # linked folders once each
+        for name in filenames:
             drf = parse_drf(name)
             if drf is not None and _NIFTI.search(name):
                 subject = folder.relative_to(root).as_posix() if folder != root else root.name

@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
-from ..errors import UserInputError
+from .headers import MAX_INPUT_VOXELS, DataError, check_nifti_header
 
 __all__ = [
     "DataError",
@@ -83,10 +83,6 @@ _SPLIT_ALIASES = {
     "testing": "test",
     "all": "all",
 }
-
-
-class DataError(UserInputError):
-    """A data set or one of its files cannot be used; the message names the file (or folder) and the problem."""
 
 
 def normalize_split(split: str) -> str:
@@ -367,17 +363,21 @@ class NiftiInfo:
     affine: np.ndarray
 
 
-def load_nifti(path: str | os.PathLike) -> tuple[nib.Nifti1Image, NiftiInfo]:
+def load_nifti(path: str | os.PathLike, max_voxels: int | None = MAX_INPUT_VOXELS) -> tuple[nib.Nifti1Image, NiftiInfo]:
     """Open a NIfTI image (header only; pixels stay behind the ``dataobj`` proxy) and check it is 2-D or 3-D.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
+        max_voxels: the most voxels its header may claim (the configs' ``max_input_voxels``); None: no limit
+            (for readers of the header only).
 
     Returns:
         The nibabel image and its :class:`NiftiInfo`.
 
     Raises:
-        DataError: unreadable file, 4-D (more than one frame) or 1-D image, degenerate affine.
+        DataError: unreadable file, a claim above ``max_voxels``, complex or colour values
+            (:func:`~scripts.data.headers.check_nifti_header`), 4-D (more than one frame) or 1-D image, degenerate
+            affine.
     """
     try:
         img = nib.load(os.fspath(path))
@@ -385,6 +385,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[nib.Nifti1Image, NiftiInfo]:
         affine = np.asarray(img.affine, dtype=float)
     except Exception as e:  # nibabel raises several types for corrupt files
         raise DataError(f"{path}: cannot read NIfTI header ({type(e).__name__}: {e})") from e
+    check_nifti_header(path, img.header, max_voxels)
     while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is a 3-D volume
         shape = shape[:-1]
     if not 2 <= len(shape) <= 3:
@@ -397,8 +398,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[nib.Nifti1Image, NiftiInfo]:
 
 
 def nifti_info(path: str | os.PathLike) -> NiftiInfo:
-    """Header facts of a NIfTI image (see :func:`load_nifti`)."""
-    return load_nifti(path)[1]
+    """Header facts of a NIfTI image (see :func:`load_nifti`; only the header is read, so its size is not limited)."""
+    return load_nifti(path, max_voxels=None)[1]
 
 
 def nearest_value(values: Iterable[float], target: float) -> float:

@@ -1,11 +1,13 @@
 """Check the training data before the first iteration: every file, mostly from its header, all problems at once.
 
 Without it one bad slice stops a long run in the middle, with one message for the first bad file. The checks are
-those the loader (:class:`scripts.data.LoadSlicePaird`) would fail on: a missing or unreadable file, a 4-D or
-1-D image, a slice index out of range, a slice smaller than 16 px, LQ and HQ of different shapes, a CT DICOM
-without its rescale tags, and non-finite values. Values are known finite from the header for integer data
-(NIfTI integer types with a finite scaling, DICOM pixel data with a finite rescale); float NIfTI files are read
-once in full for that check.
+those the loader (:class:`scripts.data.LoadSlicePaird`) would fail on: a missing or unreadable file, a header that
+claims more than ``max_input_voxels``, complex or colour values, a 4-D or 1-D image, a slice index out of range, a
+slice smaller than 16 px, LQ and HQ of different shapes, a CT DICOM without its rescale tags, a rescale slope of 0
+or non-finite, and non-finite values. NIfTI values are known finite from the header for integer data (with a
+finite scaling); float NIfTI files are read once in full for that check. Each DICOM file is read with the training
+reader itself (:class:`scripts.data.loading.LoadSlice`), so pixel data it cannot decode (e.g. JPEG-LS without a
+decoder installed) is reported here, not at the first iteration.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from tqdm import tqdm
 
 from ..data.dicom_series import read_dicom_header
-from ..data.loading import is_nifti
+from ..data.headers import MAX_INPUT_VOXELS
+from ..data.loading import LoadSlice, is_nifti
 from ..data.slices import (
     MIN_SIZE,
     TASK_PLANES,
@@ -64,42 +66,31 @@ def _check_nifti_values(path: str, img: Any) -> None:
         raise DataError(f"{path}: {bad} non-finite values (NaN or inf)")
 
 
-def _check_dicom_values(path: str, task: str) -> None:
-    """Raise if the DICOM rescale is missing for CT or not finite (its integer pixels are then finite)."""
-    tags = ["RescaleSlope", "RescaleIntercept"]
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
-    missing = [tag for tag in tags if ds.get(tag) in (None, "")]
-    if task == "ct" and missing:
-        raise DataError(f"{path}: CT DICOM without {' and '.join(missing)}: its values in HU are unknown")
-    for tag in tags:
-        value = ds.get(tag)
-        if value not in (None, "") and not math.isfinite(float(value)):
-            raise DataError(f"{path}: {tag} is {value}")
-
-
-def file_facts(path: str | os.PathLike, task: str) -> FileFacts:
-    """Check one file from its header (and float NIfTI data) and return its shape.
+def file_facts(path: str | os.PathLike, task: str, max_voxels: int | None = MAX_INPUT_VOXELS) -> FileFacts:
+    """Check one file from its header (and float NIfTI data; a DICOM file in full) and return its shape.
 
     Args:
         path: NIfTI or DICOM file.
         task: ``"mri"``, ``"ct"`` or ``"pet"`` (CT DICOM needs its rescale tags).
+        max_voxels: the most voxels a header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Returns:
         Its :class:`FileFacts`.
 
     Raises:
-        DataError: missing, unreadable, not 2-D / 3-D, non-finite, a DICOM smaller than 16 px or a CT DICOM
-            without rescale tags.
+        DataError: missing, unreadable, a claim above ``max_voxels``, complex or colour values, not 2-D / 3-D,
+            non-finite, a DICOM smaller than 16 px, whose pixels the training reader cannot decode, or a CT DICOM
+            without rescale tags (or a slope of 0, non-finite rescale values).
     """
     path = os.fspath(path)
     if not Path(path).is_file():
         raise DataError(f"{path}: file not found")
     if is_nifti(path):
-        img, info = load_nifti(path)
+        img, info = load_nifti(path, max_voxels)  # refuses the claim before any pixel is read
         _check_nifti_values(path, img)
         return FileFacts(path, info.shape, info.affine)
     header = read_dicom_header(path)
-    _check_dicom_values(path, task)
+    LoadSlice(task, max_voxels)(path)  # the training reader: decodes the pixels, checks units and values
     return FileFacts(path, (header.rows, header.columns, 1), None)
 
 
@@ -126,6 +117,7 @@ def check_training_data(
     image_key: str = "image",
     label_key: str = "label",
     what: str = "training data",
+    max_voxels: int | None = MAX_INPUT_VOXELS,
 ) -> int:
     """Check every item and file of a data list; raise one error listing every problem found.
 
@@ -135,6 +127,7 @@ def check_training_data(
         image_key: key of the LQ path (optional in an item).
         label_key: key of the HQ path.
         what: the data's name in the messages.
+        max_voxels: the most voxels a file's header may claim (the configs' ``max_input_voxels``; None: no limit).
 
     Returns:
         The number of files checked.
@@ -149,7 +142,7 @@ def check_training_data(
     def checked(path: str, task: str) -> FileFacts | None:
         if path not in facts:
             try:
-                facts[path] = file_facts(path, task)
+                facts[path] = file_facts(path, task, max_voxels)
             except DataError as e:
                 facts[path] = e
                 problems.append(str(e))

@@ -1,10 +1,12 @@
 """The inputs of a folder run: NIfTI files and DICOM series found under a folder, checked, and their modality.
 
-:func:`find_inputs` walks a folder (one input per NIfTI file and per DICOM series, see :mod:`.dicom`), leaving out
-the run's output folder and the bundle's own outputs; :class:`CheckInputd` refuses what the network cannot restore
-faithfully (several channels or volumes, non-finite values); :class:`ResolveModalityd` tells each image's task
-(``"mri"``, ``"ct"``, ``"pet"``) from the DICOM header or the ``--modality`` option. Every refusal is a
-:class:`~scripts.errors.UserInputError` of one line naming the file.
+:func:`find_inputs` walks a folder (one input per NIfTI file and per DICOM series, see :mod:`.dicom`; linked
+sub-folders once each, :func:`scripts.data.folders.walk_folders`), leaving out the run's output folder and the
+bundle's own outputs; :class:`LoadImageInput` checks what the headers claim before reading pixels (size against
+``max_input_voxels``, colour, complex values, DICOM rescale); :class:`CheckInputd` refuses what the network cannot
+restore faithfully (several channels or volumes, non-finite values); :class:`~.modality.ResolveModalityd` tells each
+image's task (``"mri"``, ``"ct"``, ``"pet"``) from the DICOM header or the ``--modality`` option. Every refusal is
+a :class:`~scripts.errors.UserInputError` of one line naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import torch
@@ -24,11 +27,13 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImage, LoadImaged, MapTransform
 from monai.utils import ensure_tuple
 
-from ..data.loading import check_ct_rescale, is_nifti
+from ..data.folders import walk_folders
+from ..data.headers import MAX_INPUT_VOXELS, check_dicom_pixels, check_dicom_rescale, check_nifti_header
+from ..data.loading import is_nifti
 from ..errors import UserInputError
 from ..ownership import folder_kind
-from ..transforms import MODALITY_WINDOWS, suv_from_dicom
-from .dicom import DicomSeries, DicomSeriesReader, read_dicom_header, scan_dicom_folder
+from .dicom import DicomSeries, DicomSeriesReader, dicom_files, scan_dicom_folder
+from .modality import MODALITY_ALIASES, ResolveModalityd, canonical_modality
 from .outputs import is_bundle_output
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "find_inputs",
     "input_source",
     "folder_datalist",
+    "check_input_header",
     "LoadImageInput",
     "LoadImageInputd",
     "CheckInputd",
@@ -45,21 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Accepted spellings of the modalities (DICOM's Modality tag values included) -> task.
-MODALITY_ALIASES: dict[str, str] = {"mri": "mri", "mr": "mri", "ct": "ct", "pet": "pet", "pt": "pet"}
-
-
-def canonical_modality(modality: str) -> str:
-    """``"mri"``, ``"ct"`` or ``"pet"`` for any accepted spelling (``MR``, ``PT``, ...).
-
-    Raises:
-        UserInputError: unknown modality; the message lists the accepted ones.
-    """
-    key = str(modality).strip().lower()
-    if key not in MODALITY_ALIASES:
-        raise UserInputError(f"modality {modality!r} is unknown; use one of mri, ct, pet (or DICOM's MR, CT, PT)")
-    return MODALITY_ALIASES[key]
 
 
 def _within(path: Path, folders: Sequence[Path]) -> bool:
@@ -97,14 +88,12 @@ def find_inputs(dataset_dir: str | os.PathLike, exclude: Sequence[str | os.PathL
     skip = [e for e in (Path(x).resolve() for x in exclude) if top in e.parents]  # strictly inside the input folder
     found: list[Path | DicomSeries] = []
     outputs = 0
-    for folder, subfolders, files in os.walk(root):
-        folder = Path(folder)
-        subfolders[:] = sorted(
-            d
-            for d in subfolders
-            if not d.startswith(".") and not _within((folder / d).resolve(), skip) and folder_kind(folder / d) is None
-        )
-        for name in sorted(f for f in files if is_nifti(f) and not f.startswith(".")):
+
+    def searched(path: Path) -> bool:
+        return not path.name.startswith(".") and not _within(path.resolve(), skip) and folder_kind(path) is None
+
+    for folder, _, files in walk_folders(root, keep=searched):  # linked folders once each, warning on the others
+        for name in (f for f in files if is_nifti(f) and not f.startswith(".")):
             if is_bundle_output(folder / name):
                 outputs += 1
             else:
@@ -135,27 +124,89 @@ def folder_datalist(
     return [{image_key: input_source(i), "input": i} for i in find_inputs(dataset_dir, exclude)]
 
 
+_PIXEL_TAGS = [
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "RescaleSlope",
+    "RescaleIntercept",
+]
+
+
+def check_input_header(filename: Any, max_voxels: int | None = MAX_INPUT_VOXELS) -> None:
+    """Check what an input's headers claim before its pixels are read (see :mod:`scripts.data.headers`).
+
+    NIfTI: the claimed shape x data type within ``max_voxels``, real scalar values (not complex, not RGB). DICOM
+    (a file, a series' files or a folder): grey-scale pixels, finite rescale values and a slope not 0 in every file,
+    and the largest file's Rows x Columns x NumberOfFrames times the number of files within ``max_voxels``
+    (the series reader refuses files of different sizes before reading pixels). What cannot be parsed is left to
+    the reader, which names it.
+
+    Args:
+        filename: a NIfTI path, a DICOM file or folder, or a DICOM series' files.
+        max_voxels: the configs' ``max_input_voxels``; None: no limit.
+
+    Raises:
+        DataError: one line naming the file and what is wrong.
+    """
+    names = [Path(os.fspath(n)) for n in ensure_tuple(filename)]
+    if len(names) == 1 and names[0].is_dir():
+        names = dicom_files(names[0])
+    if len(names) == 1 and is_nifti(names[0]):
+        try:
+            header = nib.load(names[0]).header
+        except Exception:
+            return  # the reader reports it
+        check_nifti_header(names[0], header, max_voxels)
+        return
+    headers = []
+    for path in (n for n in names if n.is_file() and not is_nifti(n)):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_PIXEL_TAGS)
+        except Exception:
+            continue  # the series reader reports it
+        check_dicom_pixels(path, ds, 1, None)
+        check_dicom_rescale(ds, path)
+        headers.append((path, ds))
+    if headers:
+
+        def claim(header: tuple[Path, pydicom.Dataset]) -> int:
+            ds = header[1]
+            return int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(ds.get("NumberOfFrames", 1) or 1)
+
+        path, ds = max(headers, key=claim)
+        check_dicom_pixels(path, ds, len(headers), max_voxels)
+
+
 class LoadImageInput(LoadImage):
     """MONAI ``LoadImage`` whose DICOM inputs go to :class:`~scripts.workflows.dicom.DicomSeriesReader` alone.
 
     A folder, a DICOM file or a DICOM series' files are read as one checked series (``LoadImage`` given a reader
     would fall back to its other readers when it refuses a file, and read a list of files as channels); anything
-    else (NIfTI) is read by MONAI's own choice of reader. A file that cannot be read is a
+    else (NIfTI) is read by MONAI's own choice of reader. Before any pixel is read, the headers are checked
+    (:func:`check_input_header`: size, colour, complex values, rescale). A file that cannot be read is a
     :class:`~scripts.errors.UserInputError` naming it.
 
     Args:
         args: passed to ``LoadImage`` (without ``reader``).
+        max_voxels: the most voxels an input's header may claim (the configs' ``max_input_voxels``); None: no
+            limit.
         kwargs: passed to ``LoadImage``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_voxels: int | None = MAX_INPUT_VOXELS, **kwargs: Any) -> None:
         super().__init__(None, *args, **kwargs)
         self.dicom_reader = DicomSeriesReader()
+        self.max_voxels = max_voxels
 
     def __call__(self, filename: Any, reader: ImageReader | None = None) -> Any:
         """Load ``filename`` (a path or a DICOM series' files); see ``LoadImage.__call__``."""
         if reader is None and self.dicom_reader.verify_suffix(filename):
             reader = self.dicom_reader
+        check_input_header(filename, self.max_voxels)
         try:
             return super().__call__(filename, reader)
         except (UserInputError, MemoryError):
@@ -174,6 +225,8 @@ class LoadImageInputd(LoadImaged):
         image_only: return the image only (a MetaTensor), as ``LoadImaged``.
         ensure_channel_first: add or move the channel axis first.
         allow_missing_keys: don't raise if a key is missing.
+        max_voxels: the most voxels an input's header may claim (the configs' ``max_input_voxels``); None: no
+            limit.
     """
 
     def __init__(
@@ -183,6 +236,7 @@ class LoadImageInputd(LoadImaged):
         image_only: bool = True,
         ensure_channel_first: bool = False,
         allow_missing_keys: bool = False,
+        max_voxels: int | None = MAX_INPUT_VOXELS,
     ) -> None:
         super().__init__(
             keys,
@@ -191,7 +245,9 @@ class LoadImageInputd(LoadImaged):
             ensure_channel_first=ensure_channel_first,
             allow_missing_keys=allow_missing_keys,
         )
-        self._loader = LoadImageInput(image_only=image_only, dtype=dtype, ensure_channel_first=ensure_channel_first)
+        self._loader = LoadImageInput(
+            image_only=image_only, dtype=dtype, ensure_channel_first=ensure_channel_first, max_voxels=max_voxels
+        )
 
 
 def _source(image: Any) -> Path | None:
@@ -240,107 +296,3 @@ class CheckInputd(MapTransform):
                     "fix or mask them before restoring"
                 )
         return d
-
-
-class ResolveModalityd(MapTransform):
-    """Put the image's task (``"mri"``, ``"ct"``, ``"pet"``) in the item, and bring PET DICOM to SUV.
-
-    A DICOM input's task is its Modality tag (MR, CT, PT), read from the series whose pixels were loaded (its first
-    file is the image's ``filename_or_obj``). ``modality`` is the task of NIfTI inputs, which cannot say theirs,
-    and of DICOM series whose tag is none of those; when it contradicts a DICOM tag the tag is used and a warning
-    names the file (a folder may mix NIfTI of one modality with DICOM of another). PET DICOM in Bq/ml (Units
-    BQML) is converted to SUV (body weight), the unit the network was trained in; CT DICOM must have its rescale
-    tags (:func:`scripts.data.loading.check_ct_rescale`, the training rule). Apply it after ``LoadImaged``.
-
-    Args:
-        keys: the image key (one).
-        modality: fixed modality for every input (any spelling of :data:`MODALITY_ALIASES`), or None.
-        task_key: key the task is written to.
-        allow_missing_keys: don't raise if the key is missing.
-
-    Raises:
-        UserInputError: unknown modality (at construction); per item, no modality for a NIfTI input, an
-            unsupported DICOM modality without ``modality``, CT without rescale tags, PET without the tags SUV
-            needs; naming the file.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "image",
-        modality: str | None = None,
-        task_key: str = "task",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.modality = None if modality in (None, "") else canonical_modality(modality)
-        self.task_key = task_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """
-        Args:
-            data: item with the loaded image.
-
-        Returns:
-            A shallow copy with ``task_key`` set (and PET DICOM values in SUV).
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image, source = d[key], _source(d[key])
-            header = _dicom_header(source) if source is not None else None
-            if header is None:
-                if self.modality is None:
-                    raise UserInputError(
-                        f"{source}: a NIfTI image does not say its modality; give it with --modality mri|ct|pet"
-                    )
-                d[self.task_key] = self.modality
-                _warn_if_normalised(image, self.modality, source)
-                continue
-            tag = str(header.get("Modality", "")).strip()
-            from_tag = MODALITY_ALIASES.get(tag.lower())
-            task = from_tag or self.modality
-            if task is None:
-                raise UserInputError(f"{source}: DICOM Modality {tag!r} is not MR, CT or PT; give one with --modality")
-            if from_tag and self.modality and from_tag != self.modality:
-                logger.warning(
-                    f"{source}: DICOM Modality {tag} contradicts --modality {self.modality}; restored as {from_tag} "
-                    "(the header's modality; --modality applies to NIfTI and to DICOM of other modalities)"
-                )
-            if task == "ct":
-                check_ct_rescale(header, source)
-            if task == "pet" and str(header.get("Units", "")).strip().upper() == "BQML":
-                try:
-                    factor = suv_from_dicom(header)
-                except (ValueError, KeyError, AttributeError) as e:
-                    raise UserInputError(f"{source}: PET in Bq/ml whose SUV factor cannot be computed: {e}") from e
-                d[key] = image * factor
-            d[self.task_key] = task
-            _warn_if_normalised(d[key], task, source)
-        return d
-
-
-#: An MRI whose values all lie below this fraction of the MRI window (0..4095) looks normalised, not in scanner units.
-NORMALISED_MRI_FRACTION = 0.01
-
-
-def _warn_if_normalised(image: Any, task: str, source: Path | None) -> None:
-    """Warn, naming the file, about an MRI stored as 0..1 (or similar): the network reads it as nearly black."""
-    if task != "mri":
-        return
-    peak = float(torch.as_tensor(image).max())
-    limit = NORMALISED_MRI_FRACTION * MODALITY_WINDOWS["mri"][1]
-    if peak <= limit:
-        logger.warning(
-            f"{source}: MRI values reach only {peak:.3g}, below {limit:.3g}: it looks normalised; the network expects "
-            "scanner units in the MRI window 0..4095, so it sees a nearly black image (scale it, e.g. to a peak of "
-            "about 3000)"
-        )
-
-
-def _dicom_header(source: Path) -> pydicom.Dataset | None:
-    """Header of a DICOM file, or of the first file of the one series of a folder; None for anything else."""
-    if source.is_dir():
-        series = scan_dicom_folder(source)
-        source = series[0].files[0] if len(series) == 1 else None
-    if source is None or not source.is_file() or is_nifti(source) or not pydicom.misc.is_dicom(source):
-        return None
-    return read_dicom_header(source)
