@@ -14,6 +14,7 @@ from scripts.atomic import TEMP_TAG
 from scripts.errors import UserInputError
 from scripts.networks import AMIR, Restormer
 from scripts.ownership import MARKER, folder_kind
+from scripts.weights import file_sha256
 
 TASKS = ["mri", "ct", "pet"]
 TINY = {"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1}
@@ -61,6 +62,8 @@ def test_report_links_every_file_and_each_file_holds_its_quantity(weights, tmp_p
     report = analysis(weights, out).run()
     assert report == out / "report.md" and folder_kind(out) == "analysis"
     text = report.read_text()
+    for name in ("amir.pt", "restormer.pt"):  # the report names the weights it analysed, with their sha256
+        assert f"`{weights / name}` (sha256 `{file_sha256(weights / name)}`)" in text
     links = set(re.findall(r"\]\(([^)]+)\)", text))
     assert {"expert_use.png", "instructions.npz", "instruction_embedding.png", "instruction_separability.png",
             "channel_masks.png", "interference_AMIR.png", "interference_Restormer.png"} <= links  # fmt: skip
@@ -117,9 +120,9 @@ def test_folders_and_weights_the_analysis_may_not_use(weights, tmp_path):
         analysis(weights, user).run()
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     out = tmp_path / "new"
-    with pytest.raises(UserInputError, match="amir.pt does not fit"):
+    with pytest.raises(UserInputError, match="amir.pt: the weights do not fit the network: rin.dictionary has shape"):
         analysis(weights, out, network=AMIR(**TINY)).run()  # 256-long instructions: not the saved network
-    with pytest.raises(UserInputError, match="no weights"):
+    with pytest.raises(UserInputError, match="missing.pt: no such weights file"):
         analysis(weights, out, ckpt_path=tmp_path / "missing.pt").run()
     assert not out.exists()  # nothing written on bad input
     with pytest.raises(UserInputError, match="no slice"):

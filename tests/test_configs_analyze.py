@@ -10,6 +10,7 @@ from _workflow_data import BUNDLE, TINY_NETWORK, bundle_command, demo_dir, tiny_
 from monai.bundle import ConfigParser
 from PIL import Image
 from scripts.networks import AMIR, Restormer
+from scripts.ownership import mark_folder
 
 CONFIG = BUNDLE / "configs" / "analyze.json"
 # one thread per process: the test machine's two cores are shared, and spinning OpenMP threads slow a tiny net 10x
@@ -25,8 +26,13 @@ def test_config_parses_from_another_directory(tmp_path, monkeypatch):
     parser.update({"bundle_root": str(BUNDLE), "interference#step_size": 1e-4})
     assert parser.get_parsed_content("ckpt_path") == f"{BUNDLE}/models/model.pt"
     assert parser.get_parsed_content("output_dir").startswith(f"{BUNDLE}/runs/analyze-")
-    parser["run_name"] = "mine"
-    assert parser.get_parsed_content("output_dir", lazy=False) == f"{BUNDLE}/runs/mine"
+    runs = tmp_path / "runs"
+    (runs / "mine" / "models").mkdir(parents=True)
+    mark_folder(runs / "mine", "run")
+    torch.save({}, runs / "mine" / "models" / "model.pt")
+    parser.update({"runs_dir": str(runs), "run_name": "mine"})  # a training run's weights, a new analysis folder
+    assert parser.get_parsed_content("ckpt_path", lazy=False) == str(runs / "mine" / "models" / "model.pt")
+    assert parser.get_parsed_content("output_dir", lazy=False).startswith(f"{runs}/analyze-")
     assert parser.get_parsed_content("interference")["step_size"] == 1e-4
     assert parser.get_parsed_content("tasks") == ["mri", "ct", "pet"] and parser["dataset_dir"] is None
     shipped = torch.load(BUNDLE / "models" / "baselines" / "restormer_demo.pt", map_location="cpu", weights_only=True)

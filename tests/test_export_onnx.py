@@ -70,7 +70,7 @@ def test_bad_example_and_failed_check_write_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no partial or temporary file left behind
 
 
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, capsys):
     net = tiny_routed_amir(seed=3).eval()
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": net.state_dict(), "epoch": 1}, ckpt)  # a training checkpoint: weights under "model"
@@ -82,9 +82,14 @@ def test_command_line(tmp_path):
     with torch.no_grad():
         expected = net(x).numpy()
     np.testing.assert_allclose(run_onnx(out, x), expected, rtol=0, atol=1e-4)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(out), "--config", str(config)])
     wrong = tmp_path / "wrong.pt"
     torch.save({"model": {"output.weight": torch.zeros(1)}}, wrong)
-    with pytest.raises(ValueError, match="wrong.pt does not fit the network"):
-        main(["--ckpt", str(wrong), "--out", str(out), "--config", str(config)])
+    damaged = tmp_path / "damaged.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[data.index(net.state_dict()["output.weight"].numpy().tobytes()) + 3] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    for path, words in ((tmp_path / "missing.pt", "no such weights file"), (wrong, "do not fit the network"),
+                        (damaged, "fails its CRC check")):  # fmt: skip
+        assert main(["--ckpt", str(path), "--out", str(out), "--config", str(config)]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: {path}: ") and words in errors[0]

@@ -85,3 +85,30 @@ def test_errors(tmp_path):
         run_report(report, make_slices()[:1])
     with pytest.raises(RuntimeError, match="no slice"):
         RestorationReport(tmp_path / "new").write()
+
+
+def test_table_header_names_each_networks_weights_and_sha256(tmp_path):
+    import hashlib
+
+    slices = make_slices()
+    weights = {name: tmp_path / f"{name}.pt" for name in ("Restormer", "AMIR")}
+    for name, path in weights.items():
+        path.write_bytes(name.encode())
+    out = tmp_path / "eval"
+    for name in ("Restormer", "AMIR"):
+        run_report(RestorationReport(out, name, {"LQ input": lq_input}, num_figures=0, weights=weights[name]), slices)
+    lines = (out / "metrics.md").read_text().splitlines()
+    for line, name in zip(lines[:2], ("Restormer", "AMIR"), strict=True):
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        assert line.strip() == f"Weights of {name}: `{weights[name].resolve()}`, sha256 `{digest}`"
+    assert lines[2] == "" and lines[3].startswith("| method |")
+
+
+def test_a_training_runs_folder_is_refused(tmp_path):
+    from scripts.errors import UserInputError
+    from scripts.ownership import mark_folder
+
+    mark_folder(tmp_path, "run")
+    with pytest.raises(UserInputError, match="is a training run's folder"):
+        RestorationReport(tmp_path, "AMIR")
+    assert [p.name for p in tmp_path.iterdir()] == [".amir-bundle.json"]

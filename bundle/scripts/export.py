@@ -22,6 +22,7 @@ import argparse
 import copy
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,9 @@ from monai.utils import optional_import
 from torch import nn
 
 from .atomic import atomic_path
+from .errors import UserInputError
 from .networks.routing import SpatialRoutingModule
+from .weights import load_weights
 
 ort, has_ort = optional_import("onnxruntime")
 
@@ -211,36 +214,6 @@ def export_onnx(
     return target
 
 
-def load_weights(network: nn.Module, ckpt: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Load weights into ``network`` with ``weights_only=True``: a state dict, or a checkpoint with ``"model"``.
-
-    Args:
-        network: the network.
-        ckpt: ``models/model.pt`` or a training checkpoint (``{"model": state_dict, ...}``).
-        device: where to map the tensors.
-
-    Returns:
-        ``network``, in eval mode.
-
-    Raises:
-        FileNotFoundError: no file at ``ckpt``.
-        ValueError: the file holds no state dict, or one that does not fit ``network`` (naming the file).
-    """
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}: train the bundle first or give the checkpoint's path.")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict.")
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not fit the network: {e}") from e
-    return network.eval()
-
-
 def load_network(
     ckpt: str | os.PathLike,
     config_file: str | os.PathLike | Sequence[str | os.PathLike] = _BUNDLE_ROOT / "configs" / "inference.json",
@@ -261,8 +234,9 @@ def load_network(
         The network on ``device``, in eval mode.
 
     Raises:
-        FileNotFoundError: no config or no checkpoint at the given path.
+        FileNotFoundError: no config at the given path.
         KeyError: the config has no ``network_id``.
+        UserInputError: the checkpoint cannot be loaded or does not fit the network (one line naming the file).
     """
     files = [config_file] if isinstance(config_file, (str, os.PathLike)) else list(config_file)
     for f in files:
@@ -275,7 +249,7 @@ def load_network(
     if network_id not in parser:
         raise KeyError(f"{', '.join(map(os.fspath, files))} defines no {network_id!r}.")
     network = parser.get_parsed_content(network_id, instantiate=True)
-    return load_weights(network.to(device), ckpt, device=device)
+    return load_weights(network.to(device), ckpt, map_location=device)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success (errors raise).
+        0 on success, 1 for weights that cannot be loaded (one line on stderr; other errors raise).
     """
     parser = argparse.ArgumentParser(prog="python -m scripts.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="weights: models/model.pt or a training checkpoint")
@@ -299,7 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    network = load_network(args.ckpt, args.config, args.network_id)
+    try:
+        network = load_network(args.ckpt, args.config, args.network_id)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     out = export_onnx(
         network,
         args.out,

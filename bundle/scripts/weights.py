@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import UserInputError
 
-__all__ = ["file_sha256", "load_checkpoint", "network_state", "load_weights", "WeightsLoader"]
+__all__ = ["file_sha256", "run_weights", "load_checkpoint", "network_state", "load_weights", "WeightsLoader"]
 
 #: What to do when weights do not fit the network.
 NETWORK_HINT = "give the --network_def the weights were trained with"
@@ -40,6 +40,41 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_weights(default: str | os.PathLike, runs_dir: str | os.PathLike, run_name: str | None = None) -> str:
+    """The weights an evaluation or analysis uses: the best model of training run ``run_name``, or ``default``.
+
+    Args:
+        default: the weights when no run is named (the bundle's ``models/model.pt``).
+        runs_dir: the folder of the training runs.
+        run_name: a training run's name (``--run_name``); None: ``default``.
+
+    Returns:
+        ``runs_dir/run_name/models/model.pt``, or ``default``.
+
+    Raises:
+        UserInputError: ``run_name`` is not a training run of the bundle in ``runs_dir``, or has no best model yet.
+    """
+    from .ownership import folder_kind
+    from .workflows.runs import RUN_KIND, list_runs, run_dir  # imported here: runs imports this module
+
+    if run_name is None:
+        return os.fspath(default)
+    folder = Path(run_dir(runs_dir, run_name))
+    if folder_kind(folder) != RUN_KIND:
+        runs = ", ".join(list_runs(runs_dir)) or "none"
+        raise UserInputError(
+            f"{folder}: --run_name {run_name} is not a training run of this bundle (runs in {runs_dir}: {runs}); "
+            "name a training run, or give the weights with --ckpt_path."
+        )
+    weights = folder / "models" / "model.pt"
+    if not weights.is_file():
+        raise UserInputError(
+            f"{weights}: run {run_name} has no best model yet (it is saved at the run's first validation); "
+            "train longer or give the weights with --ckpt_path."
+        )
+    return os.fspath(weights)
 
 
 def _check_archive(path: Path) -> None:

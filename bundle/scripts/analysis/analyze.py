@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..data.datasets import slice_items
 from ..data.slices import TASKS
 from ..errors import UserInputError
+from ..weights import file_sha256, load_weights
 from .capture import RoutingRecorder
 from .channel_masks import ChannelMasks
 from .expert_use import ExpertUse
@@ -62,19 +63,12 @@ def spread_per_task(items: Sequence[Mapping[Hashable, Any]], max_per_task: int |
 
 
 def load_network_weights(network: nn.Module, ckpt_path: str | os.PathLike, device: torch.device | str) -> nn.Module:
-    """Load a state dict (or a training checkpoint holding one under ``"model"``) with ``weights_only=True``.
+    """Load a state dict (or a training checkpoint holding one under ``"model"``), verified, strictly.
 
     Raises:
-        UserInputError: no file at ``ckpt_path``, or weights that do not fit the network (naming the file).
+        UserInputError: the file cannot be loaded or does not fit the network (:func:`scripts.weights.load_weights`).
     """
-    from ..export import load_weights
-
-    try:
-        return load_weights(network, ckpt_path, device=device)
-    except FileNotFoundError as e:
-        raise UserInputError(str(e)) from e
-    except ValueError as e:
-        raise UserInputError(f"{e} (give the network_def the checkpoint was trained with)") from e
+    return load_weights(network, ckpt_path, map_location=device)
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -219,8 +213,10 @@ class RoutingAnalysis:
         return {
             "model_name": self.model_name,
             "ckpt_path": os.fspath(self.ckpt_path),
+            "ckpt_sha256": file_sha256(self.ckpt_path),
             "restormer_name": self.restormer_name if self.restormer is not None else None,
             "restormer_ckpt_path": os.fspath(self.restormer_ckpt_path) if self.restormer is not None else None,
+            "restormer_sha256": file_sha256(self.restormer_ckpt_path) if self.restormer is not None else None,
             "interference": self.interference,
             "folds": self.folds,
         }

@@ -40,7 +40,7 @@ def check_output_dir(folder: str | os.PathLike) -> Path:
     Raises:
         UserInputError: ``folder`` is a file or a folder of something else.
     """
-    check_replaceable(folder, ANALYSIS_KIND, "Give another --output_dir (a new or empty folder) or --run_name.")
+    check_replaceable(folder, ANALYSIS_KIND, "Give another --output_dir (a new or empty folder).")
     return Path(folder)
 
 

@@ -220,7 +220,8 @@ def write_report(output_dir: str | os.PathLike, results: AnalysisResults, settin
     Args:
         output_dir: the analysis folder (created and marked as the bundle's).
         results: what :class:`scripts.analysis.RoutingAnalysis` measured.
-        settings: ``model_name``, ``ckpt_path``, ``restormer_name``, ``restormer_ckpt_path``, ``interference``.
+        settings: ``model_name``, ``ckpt_path``, ``ckpt_sha256``, ``restormer_name``, ``restormer_ckpt_path``,
+            ``restormer_sha256``, ``interference``.
 
     Returns:
         The path of ``report.md``.
@@ -230,8 +231,13 @@ def write_report(output_dir: str | os.PathLike, results: AnalysisResults, settin
     header = [
         f"# Routing analysis of {settings.get('model_name', 'the network')}",
         "",
-        f"Weights: `{settings.get('ckpt_path')}`"
-        + (f"; {settings.get('restormer_name')} for comparison: `{compared}`" if compared else "")
+        f"Weights: `{settings.get('ckpt_path')}` (sha256 `{settings.get('ckpt_sha256')}`)"
+        + (
+            f"; {settings.get('restormer_name')} for comparison: `{compared}` "
+            f"(sha256 `{settings.get('restormer_sha256')}`)"
+            if compared
+            else ""
+        )
         + f". Slices analysed: {len(results.slice_ids)} ({_counts(results)}).",
         "",
         "Computed by `configs/analyze.json` (`scripts.analysis`); stage times: "

@@ -4,13 +4,15 @@ Rows of the table are "methods": the evaluated network, and any number of refere
 same LQ slices (the LQ input itself; classical baselines). A reference method is a callable
 ``method(image, task) -> restored`` on a ``(1, H, W)`` physical-unit LQ slice. Runs sharing an output folder
 accumulate: a run replaces only the rows of the methods it evaluated, so evaluating AMIR then Restormer into one
-folder gives one table with both.
+folder gives one table with both. The table's header names each network's weights file and its sha256
+(``weights.json`` keeps them across runs); a training run's folder is never written into.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -22,8 +24,12 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..atomic import remove_stale_temporaries, write_text_atomic
+from ..errors import UserInputError
+from ..ownership import folder_kind
+from ..weights import file_sha256
 from .figures import as_item_list, restoration_panel, save_png
 from .metrics import METRIC_NAMES, restoration_metrics
+from .runs import RUN_KIND
 
 __all__ = ["TASK_TITLES", "lq_input", "markdown_table", "RestorationReport"]
 
@@ -33,6 +39,8 @@ logger = logging.getLogger(__name__)
 TASK_TITLES: dict[str, str] = {"mri": "MRI SR", "ct": "CT denoising", "pet": "PET synthesis"}
 _CSV_FIELDS = ("method", "task", "id", *METRIC_NAMES)
 _DECIMALS = {"psnr": 4, "ssim": 4, "rmse": 4}
+#: The weights of each network row of an evaluation folder: method -> {"path", "sha256"}.
+WEIGHTS_FILE = "weights.json"
 
 Method = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -90,7 +98,8 @@ class RestorationReport:
     ``task`` and ``id`` come from the batch. At the end of the run it writes, in ``output_dir``:
 
     - ``metrics.csv``: one row per method and slice (method, task, id, psnr, ssim, rmse);
-    - ``metrics.md``: the Table 1-shaped summary (also logged);
+    - ``metrics.md``: the Table 1-shaped summary (also logged), under a header naming each network's weights file
+      and its sha256;
     - ``figures/<method>_<task>_<n>.png``: LQ | restored | HQ | error of the first ``num_figures`` slices per task.
 
     Args:
@@ -102,6 +111,10 @@ class RestorationReport:
         tasks: task column order.
         task_key: key of the task in the batch.
         id_key: key of the slice id in the batch.
+        weights: the evaluated network's weights file (named with its sha256 in the table's header).
+
+    Raises:
+        UserInputError: ``output_dir`` is a training run's folder.
     """
 
     def __init__(
@@ -113,8 +126,14 @@ class RestorationReport:
         tasks: Sequence[str] = ("mri", "ct", "pet"),
         task_key: str = "task",
         id_key: str = "id",
+        weights: str | os.PathLike | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        if folder_kind(self.output_dir) == RUN_KIND:
+            raise UserInputError(
+                f"{self.output_dir} is a training run's folder, which an evaluation never writes into; leave out "
+                "--output_dir (a new evaluate- folder) or give another one."
+            )
         self.method_name = method_name
         self.methods = dict(methods or {})
         if method_name in self.methods:
@@ -123,8 +142,10 @@ class RestorationReport:
         self.tasks = tuple(tasks)
         self.task_key = task_key
         self.id_key = id_key
+        self.weights = Path(weights) if weights is not None else None
         self.rows: list[dict[str, str | float]] = []
         self._figures: dict[str, int] = {}
+        self._weights: dict[str, str] | None = None
 
     def attach(self, engine: Engine) -> None:
         """Record every slice, write the report when the evaluation completes.
@@ -139,6 +160,9 @@ class RestorationReport:
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the slices recorded, and remove what a killed earlier report left half-written."""
         self.rows, self._figures = [], {}
+        # the digest of the file as the run starts, when the loader has just read it
+        if self.weights is not None:
+            self._weights = {"path": os.fspath(self.weights.resolve()), "sha256": file_sha256(self.weights)}
         remove_stale_temporaries(self.output_dir, recursive=True)
 
     def record(self, engine: Engine) -> None:
@@ -177,10 +201,28 @@ class RestorationReport:
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(buffer.getvalue(), csv_path)
-        table = markdown_table(rows, self.tasks)
+        table = self._weights_header(rows) + markdown_table(rows, self.tasks)
         write_text_atomic(table, self.output_dir / "metrics.md")
         logger.info(f"Evaluation report in {self.output_dir}:\n{table}")
         return table
+
+    def _weights_header(self, rows: Sequence[Mapping[str, str | float]]) -> str:
+        """Lines naming the weights (path, sha256) of every network in ``rows``; updates ``weights.json``."""
+        path = self.output_dir / WEIGHTS_FILE
+        try:
+            known = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            known = {}
+        known = known if isinstance(known, dict) else {}
+        if self._weights is not None:
+            known[self.method_name] = self._weights
+        present = {str(r["method"]) for r in rows}
+        known = {m: w for m, w in known.items() if m in present and isinstance(w, dict)}
+        if not known:
+            return ""
+        write_text_atomic(json.dumps(known, indent=2) + "\n", path)
+        lines = [f"Weights of {m}: `{w.get('path')}`, sha256 `{w.get('sha256')}`  " for m, w in known.items()]
+        return "\n".join(lines) + "\n\n"
 
 
 def _read_rows(path: Path) -> list[dict[str, str | float]]:
