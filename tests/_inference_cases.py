@@ -112,7 +112,9 @@ def nifti_with(path: Path, shape=(24, 20, 3), nan: int = 0, inf: int = 0, seed: 
 
 def stale_temp(folder: Path, name: str) -> Path:
     """A partial output as a killed run of the bundle leaves it (its writer process no longer exists)."""
-    path = folder / f".{name}.amir-tmp-{dead_pid()}-abc123xy.nii.gz"
+    from scripts.atomic import temporary_name  # the name says the writer's host and PID namespace: this one
+
+    path = folder / f"{temporary_name(name, dead_pid())}abc123xy.nii.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x1f\x8b partial")
     return path

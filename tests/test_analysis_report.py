@@ -10,7 +10,7 @@ import torch
 from _workflow_data import dead_pid
 from PIL import Image
 from scripts.analysis import RoutingAnalysis, spread_per_task
-from scripts.atomic import TEMP_TAG
+from scripts.atomic import TEMP_TAG, temporary_name
 from scripts.errors import UserInputError
 from scripts.networks import AMIR, Restormer
 from scripts.ownership import MARKER, folder_kind
@@ -100,7 +100,7 @@ def test_report_links_every_file_and_each_file_holds_its_quantity(weights, tmp_p
 
 def test_task_subset_without_restormer_and_rerun_in_place(weights, tmp_path):
     out = tmp_path / "analysis"
-    stale = out / f".report.md{TEMP_TAG}{dead_pid()}-x1y2.md"
+    stale = out / f"{temporary_name('report.md', dead_pid())}x1y2.md"
     out.mkdir()
     report = analysis(weights, out, tasks=["ct", "pet"], restormer_ckpt_path=None).run()
     with np.load(out / "instructions.npz", allow_pickle=False) as npz:
