@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -121,6 +124,33 @@ def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def hold_run_lock(folder: Path, seconds: float = 60.0) -> int:
+    """Fork a process that holds the run lock of ``folder`` for ``seconds`` (taken on return); returns its id."""
+    from scripts.workflows.run_lock import RunLock
+
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: take the lock, say so, wait, end normally (without the parent's clean-up)
+        try:
+            lock = RunLock(folder).acquire()
+            os.write(done, b"1")
+            time.sleep(seconds)
+            lock.release()
+        finally:
+            os._exit(0)
+    os.close(done)
+    assert os.read(ready, 1) == b"1", "the lock holder failed"
+    os.close(ready)
+    return pid
+
+
+def end_process(pid: int, sig: int | None = signal.SIGKILL) -> int:
+    """Send ``sig`` (None: none) to a forked child and reap it; returns its wait status."""
+    if sig is not None:
+        os.kill(pid, sig)
+    return os.waitpid(pid, 0)[1]
 
 
 def pet_attributes(units: str = "BQML", injection_time: str = "100000") -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _workflow_data import end_process, hold_run_lock
 from monai.bundle import ConfigParser
 from scripts.errors import UserInputError
 from scripts.ownership import MARKER, folder_kind
@@ -136,7 +137,41 @@ def test_resume_refuses_other_data_network_or_schedule_in_one_line(tmp_path):
 def test_resume_compares_folders_as_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_run(tmp_path / "a", dataset_dir="data").prepare()
+    save_checkpoint(tmp_path / "a", 4)
     make_run(tmp_path / "a", resume=True, dataset_dir=str(tmp_path / "data")).prepare()
+
+
+def test_resume_without_its_checkpoint_is_refused_and_keeps_the_best_model(tmp_path):
+    path = tmp_path / "a"
+    make_run(path).prepare()
+    best = path / "models" / "model.pt"
+    best.parent.mkdir()
+    best.write_bytes(b"the run's best weights")
+    with pytest.raises(UserInputError) as refused:  # it would start over and replace model.pt at its first validation
+        make_run(path, resume=True).prepare()
+    message = str(refused.value)
+    assert message.startswith(f"{path / 'models' / 'checkpoint_last.pt'}: missing") and "\n" not in message
+    assert "--overwrite true (this deletes its model.pt)" in message
+    assert best.read_bytes() == b"the run's best weights"
+    assert len(json.loads((path / "run.json").read_text())["starts"]) == 1  # the refused resume is not recorded
+
+
+def test_a_folder_a_training_runs_in_is_refused_to_a_second_training_and_a_resume(tmp_path):
+    path = tmp_path / "a"
+    run = make_run(path)
+    run.prepare()
+    save_checkpoint(path, 4)
+    run.lock.release()  # as if the training had ended
+    holder = hold_run_lock(path)  # another process training in the folder
+    try:
+        for second in (make_run(path, resume=True), make_run(path, overwrite=True)):
+            with pytest.raises(UserInputError, match=rf"^{path}: a training is running .*process {holder} on host"):
+                second.prepare()
+    finally:
+        end_process(holder)
+    assert (path / "models" / "checkpoint_last.pt").is_file()  # the overwrite did not delete the holder's run
+    assert len(json.loads((path / "run.json").read_text())["starts"]) == 1
+    make_run(path, resume=True).prepare()  # its holder has ended: the lock it left is stale
 
 
 def test_resume_needs_iterations_left_and_extends_the_run(tmp_path):

@@ -5,14 +5,17 @@ A training run writes everything into its own folder, ``--run_dir``, by default 
 events, the config as run (``config.json``) and ``run.json`` (the settings a resume must share, and each command
 line that started or resumed the run). The folder carries the bundle's marker (:mod:`scripts.ownership`).
 
-:class:`TrainingRun` refuses what would lose or mix results: a new run into a folder that holds an earlier run's
-checkpoints (unless ``--overwrite true``, and only in a folder the bundle made), and a resume whose data, network
-or schedule settings (:data:`RESUME_CHECKS`) differ from the run's (unless ``--resume_force true``). A larger
-``--num_iterations`` on resume extends the run.
+:class:`TrainingRun` refuses what would lose or mix results: a second training or resume in a folder a training
+is running in (the folder's :class:`~scripts.workflows.run_lock.RunLock`), a new run into a folder that holds an
+earlier run's checkpoints (unless ``--overwrite true``, and only in a folder the bundle made), a resume without the
+run's ``checkpoint_last.pt`` (it would start over and replace the run's best ``model.pt``), and a resume whose data,
+network or schedule settings (:data:`RESUME_CHECKS`) differ from the run's (unless ``--resume_force true``). A
+larger ``--num_iterations`` on resume extends the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -34,6 +37,7 @@ from ..atomic import write_text_atomic
 from ..errors import UserInputError
 from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
 from .checkpoints import saved_iteration
+from .run_lock import LOCK_NAME, RunLock
 
 __all__ = ["RUN_KIND", "RESUME_CHECKS", "run_dir", "list_runs", "executed_config", "TrainingRun"]
 
@@ -146,10 +150,11 @@ def _normalized(key: str, value: Any) -> Any:
 
 
 def _is_new(folder: Path) -> bool:
-    """A missing folder, an empty one, or one holding only the executed config MONAI's ``--tracking`` wrote."""
+    """A missing folder, an empty one, or one holding only the executed config MONAI's ``--tracking`` wrote (and
+    the lock file of this run)."""
     if not folder.exists():
         return True
-    return folder.is_dir() and all(_EXECUTED_CONFIG.fullmatch(p.name) for p in folder.iterdir())
+    return folder.is_dir() and all(_EXECUTED_CONFIG.fullmatch(p.name) or p.name == LOCK_NAME for p in folder.iterdir())
 
 
 class TrainingRun:
@@ -157,11 +162,13 @@ class TrainingRun:
 
     :meth:`prepare` (in the configs it gives ``output_dir``, so it runs before anything writes into the folder):
 
+    - the folder's lock is taken for the rest of the process (:class:`~scripts.workflows.run_lock.RunLock`): a
+      training running there already is named and refused; the checks below are made under the lock;
     - a new run needs a new or empty folder, or a run folder of the bundle without checkpoints (a run stopped
       before its first one); with ``overwrite`` an earlier run in a folder the bundle made is deleted first;
-    - a resume needs the bundle's run folder, the same :data:`RESUME_CHECKS` settings as recorded (or
-      ``resume_force``), and ``num_iterations`` beyond the checkpoint's iteration (larger than before: the run is
-      extended);
+    - a resume needs the bundle's run folder, its ``checkpoint``, the same :data:`RESUME_CHECKS` settings as recorded
+      (or ``resume_force``), and ``num_iterations`` beyond the checkpoint's iteration (larger than before: the run
+      is extended);
     - then (rank 0) the folder is created and marked, ``config.json`` holds the config as run and ``run.json`` the
       settings and the command lines of every start.
 
@@ -203,6 +210,8 @@ class TrainingRun:
         self.command_line = list(sys.argv if command_line is None else command_line)
         self.checkpoint = self.path / checkpoint
         self.settings = {key: _normalized(key, config.get(key)) for keys in RESUME_CHECKS.values() for key in keys}
+        self.lock = RunLock(self.path)
+        self._created = False  # whether this run created its folder (removed again if the run is refused)
 
     @property
     def record_path(self) -> Path:
@@ -230,17 +239,39 @@ class TrainingRun:
         return found
 
     def prepare(self) -> str:
-        """Check (rank 0), then create and record the run's folder; under DDP the other ranks wait for it.
+        """Lock and check (rank 0), then create and record the run's folder; under DDP the other ranks wait for it.
 
         Returns:
             The run's folder, for ``output_dir``: whatever writes there resolves it, so comes after this.
         """
         if _rank() == 0:
-            self.check()
-            self.create()
+            self._lock()
+            try:
+                self.check()
+                self.create()
+            except BaseException:
+                self._unlock()
+                raise
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
         return os.fspath(self.path)
+
+    def _lock(self) -> None:
+        """Take the folder's lock, creating the folder of a new run; nothing is written into a folder refused."""
+        if self.path.is_dir() and (folder_kind(self.path) == RUN_KIND or _is_new(self.path)):
+            pass  # the bundle's run folder, or an empty one: the lock may go there
+        elif self.resume or self.path.exists():
+            self.check()  # no run to resume, or a file or folder that is not the bundle's: refused without a write
+        self._created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+
+    def _unlock(self) -> None:
+        """Give the lock up after a refusal, and remove the folder if this run created it and it holds nothing else."""
+        self.lock.release()
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     def check(self) -> None:
         """Raise :class:`~scripts.errors.UserInputError` if the run cannot start or resume as asked."""
@@ -265,16 +296,22 @@ class TrainingRun:
                     f"(its command lines are in {self.record_path}) or add --resume_force true to resume with these."
                 )
             logger.warning(f"resume {self.path} with other settings than recorded, as forced: {text}.")
-        if self.checkpoint.is_file():
-            done = saved_iteration(self.checkpoint)
-            if done >= self.num_iterations:
-                raise UserInputError(
-                    f"resume: run {self.path} has trained {done} iterations already; give --num_iterations "
-                    f"larger than {done} to extend it."
-                )
-            before = int(record.get("num_iterations", self.num_iterations))
-            if self.num_iterations != before:
-                logger.info(f"Run {self.path}: {before} -> {self.num_iterations} iterations, resumed at {done}.")
+        if not self.checkpoint.is_file():
+            best = self.checkpoint.parent / "model.pt"
+            loses = f" (this deletes its {best.name})" if best.is_file() else ""
+            raise UserInputError(
+                f"{self.checkpoint}: missing, so run {self.path} cannot be resumed (a resume would start over); to "
+                f"train this run anew, drop --resume and add --overwrite true{loses}, or give another --run_name."
+            )
+        done = saved_iteration(self.checkpoint)
+        if done >= self.num_iterations:
+            raise UserInputError(
+                f"resume: run {self.path} has trained {done} iterations already; give --num_iterations "
+                f"larger than {done} to extend it."
+            )
+        before = int(record.get("num_iterations", self.num_iterations))
+        if self.num_iterations != before:
+            logger.info(f"Run {self.path}: {before} -> {self.num_iterations} iterations, resumed at {done}.")
 
     def _check_new(self) -> None:
         if _is_new(self.path):
@@ -290,7 +327,13 @@ class TrainingRun:
                 "--resume true, give another --run_name, or replace it with --overwrite true."
             )
         logger.warning(f"--overwrite true: deleting the earlier run in {self.path}.")
-        shutil.rmtree(self.path)
+        for entry in self.path.iterdir():  # all but this run's lock
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def create(self) -> None:
         """Create and mark the folder; write ``config.json`` and add this start to ``run.json``."""
