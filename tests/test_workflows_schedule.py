@@ -99,6 +99,23 @@ def test_iteration_log_and_progress_count_iterations_not_epochs(caplog, capsys):
     assert progress.bar is None  # closed at the end
 
 
+def test_log_and_progress_count_to_the_trainers_end_when_max_epochs_is_set(caplog, capsys):
+    """MONAI Label sets ``train#trainer#max_epochs``: 2 Label epochs of 2 iterations end at 4, not 200,000."""
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(0.5)}])
+    printer = IterationLog(200000, name="test.label_epochs")
+    log = LogSchedule(100, num_iterations=200000)
+    StatsHandler(iteration_log=log, iteration_print_logger=printer, tag_name="train_loss").attach(trainer)
+    TrainingProgress(200000, mininterval=0).attach(trainer)
+    IterationSchedule(200000).attach(trainer)
+    with caplog.at_level(logging.INFO):
+        trainer.run(range(10), max_epochs=2, epoch_length=2)
+    assert trainer.state.iteration == 4
+    assert "iteration 4/4 -- train_loss: 0.5000" in caplog.text  # the last iteration is logged, out of 4
+    assert "200000" not in caplog.text
+    bar = capsys.readouterr().err
+    assert "4/4" in bar and "200000" not in bar
+
+
 def test_reporting_handlers_run_on_rank_0_only():
     stats, progress, schedule = StatsHandler(), TrainingProgress(5), IterationSchedule(5)
     handlers = [schedule, stats, progress]

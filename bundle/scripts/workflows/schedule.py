@@ -4,6 +4,11 @@ The training workflow counts iterations. An Ignite epoch is one validation inter
 iterations; validation and checkpoint at its end), and :class:`IterationSchedule` ends the run after exactly
 ``num_iterations``, so that the last interval is shorter when ``num_iterations`` is not a multiple of
 ``val_interval``; it also starts the data where the iteration count says, after a resume.
+
+The run's real end is the earlier of ``num_iterations`` and the trainer's ``max_epochs`` x ``val_interval``
+(:func:`run_end`): MONAI Label sets ``train#trainer#max_epochs`` to its own epoch count, so one Label epoch is one
+validation interval, and its run ends after ``max_epochs`` of them. The progress bar and the iteration log count
+to that end.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from tqdm import tqdm
 
 from ..errors import UserInputError
 
-__all__ = ["num_epochs", "IterationSchedule", "LogSchedule", "IterationLog", "TrainingProgress", "handlers_for_rank"]
+__all__ = [
+    "num_epochs",
+    "run_end",
+    "IterationSchedule",
+    "LogSchedule",
+    "IterationLog",
+    "TrainingProgress",
+    "handlers_for_rank",
+]
 
 
 def num_epochs(num_iterations: int, epoch_length: int) -> int:
@@ -41,6 +54,22 @@ def num_epochs(num_iterations: int, epoch_length: int) -> int:
     if num_iterations < 1 or epoch_length < 1:
         raise UserInputError(f"num_iterations ({num_iterations}) and val_interval ({epoch_length}) must be >= 1.")
     return math.ceil(num_iterations / epoch_length)
+
+
+def run_end(engine: Engine, num_iterations: int) -> int:
+    """The iteration the run ends at: ``num_iterations``, or the end of the trainer's last epoch if earlier.
+
+    Args:
+        engine: the trainer (its ``max_epochs`` and ``epoch_length``).
+        num_iterations: iterations of the whole run.
+
+    Returns:
+        ``min(num_iterations, max_epochs * epoch_length)``.
+    """
+    state = engine.state
+    if state.max_epochs is None or state.epoch_length is None:
+        return int(num_iterations)
+    return min(int(num_iterations), int(state.max_epochs) * int(state.epoch_length))
 
 
 class IterationSchedule:
@@ -124,13 +153,19 @@ class LogSchedule:
 
     def __call__(self, engine: Engine, iteration: int) -> bool:
         """Whether to log ``iteration``."""
-        if iteration % self.interval == 0 or iteration == self.num_iterations:
+        last = (
+            self.num_iterations
+            if self.num_iterations is None or engine is None
+            else run_end(engine, self.num_iterations)
+        )
+        if iteration % self.interval == 0 or iteration == last:
             return True
         return iteration < self.interval and iteration & (iteration - 1) == 0
 
 
 class IterationLog:
-    """``iteration_print_logger`` of MONAI's ``StatsHandler``: ``iteration 40/200000 -- train_loss: 0.0123``.
+    """``iteration_print_logger`` of MONAI's ``StatsHandler``: ``iteration 40/200000 -- train_loss: 0.0123``, counting
+    to the run's real end (:func:`run_end`).
 
     MONAI's own line counts Ignite epochs ("Epoch: 3/200, Iter: 40/1000"), which here are validation intervals.
 
@@ -158,7 +193,7 @@ class IterationLog:
         value = _scalar(self.output_transform(engine.state.output))
         if value is None:
             return
-        where = f"iteration {engine.state.iteration}/{self.num_iterations}"
+        where = f"iteration {engine.state.iteration}/{run_end(engine, self.num_iterations)}"
         self.logger.info(f"{where} -- {self.tag_name}: {value:.4f}")
 
 
@@ -195,12 +230,9 @@ class TrainingProgress:
 
     def open(self, engine: Engine) -> None:
         """A bar from the engine's iteration to the end of the run."""
-        total = self.num_iterations
-        if engine.state.max_epochs is not None and engine.state.epoch_length is not None:
-            total = min(total, engine.state.max_epochs * engine.state.epoch_length)
         self.close(engine)
         self.bar = tqdm(
-            total=total,
+            total=run_end(engine, self.num_iterations),
             initial=engine.state.iteration,
             desc="training",
             unit="it",
