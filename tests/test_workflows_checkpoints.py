@@ -1,8 +1,10 @@
 """Kill-safe checkpoints: atomic 0644 writes, resuming the whole training state (random states included), extending
 the schedule without a jump in the learning rate, best-model saving."""
 
+import errno
 import logging
 import math
+import os
 import random
 import stat
 
@@ -11,6 +13,8 @@ import pytest
 import torch
 from _workflow_data import dead_pid
 from ignite.engine import Engine, Events
+from scripts.atomic import TEMP_TAG, DiskFullError, temporary_name
+from scripts.errors import UserInputError
 from scripts.workflows import (
     BestCheckpoint,
     ResumableCheckpoint,
@@ -19,6 +23,7 @@ from scripts.workflows import (
     saved_iteration,
     set_rng_state,
 )
+from scripts.workflows import checkpoints as checkpoints_module
 from torch import nn
 
 
@@ -87,8 +92,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     trainer.run(data, max_epochs=4)
     assert trainer.state.iteration == 6
     stale = [
-        tmp_path / "run" / f".checkpoint_last.pt.amir-tmp-{dead_pid()}-abc12345.pt",
-        tmp_path / "run" / f".model.pt.amir-tmp-{dead_pid()}-x.pt",
+        tmp_path / "run" / f"{temporary_name('checkpoint_last.pt', dead_pid())}abc12345.pt",
+        tmp_path / "run" / f"{temporary_name('model.pt', dead_pid())}x.pt",
     ]
     for path in stale:
         path.write_bytes(b"partial")
@@ -150,13 +155,57 @@ def test_the_new_validation_interval_wins_over_the_checkpoints(tmp_path):
     assert ends == [8, 12]  # epochs end at multiples of the new interval
 
 
-def test_resume_without_checkpoint_starts_from_scratch(tmp_path, caplog):
+def test_resume_without_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     trainer, *_, data = make_training(tmp_path, True, 3)
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(UserInputError, match=r"checkpoint_last.pt: missing, .*--overwrite true"):
         trainer.run(data, max_epochs=1)
-    assert "training starts from scratch" in caplog.text
-    assert trainer.state.iteration == 3
-    assert (tmp_path / "checkpoint_last.pt").is_file()
+    assert trainer.state.iteration == 0 and list(tmp_path.iterdir()) == []
+
+
+class FullDisk:
+    """A file on a disk that is full: every write fails as the kernel reports it (``ENOSPC``)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.file.close()
+
+
+def test_a_full_disk_stops_training_in_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    trainer, *_, data = make_training(tmp_path, False, 9)
+    opened = []
+
+    def open_on_a_disk_that_fills(path, mode="r", *args, **kwargs):  # the first checkpoint fits, the next does not
+        opened.append(path)
+        file = open(path, mode, *args, **kwargs)
+        return FullDisk(file) if len(opened) > 1 else file
+
+    monkeypatch.setattr(checkpoints_module, "open", open_on_a_disk_that_fills, raising=False)
+    with pytest.raises(DiskFullError) as raised:  # torch.save reports the write as a RuntimeError, errno in context
+        trainer.run(data, max_epochs=3)
+    last = tmp_path / "checkpoint_last.pt"
+    assert str(raised.value) == (
+        f"{tmp_path}: the disk is full (No space left on device): training stopped at iteration 6; its last "
+        f"checkpoint, {last} (iteration 3), is intact. Free space there, then run the same command with --resume true."
+    )
+    assert saved_iteration(last) == 3 and not list(tmp_path.glob(f"*{TEMP_TAG}*"))
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    trainer, *_, data = make_training(tmp_path, False, 3)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        trainer.run(data, max_epochs=1)
 
 
 def test_reserved_keys_and_interval_are_checked(tmp_path):
@@ -187,3 +236,22 @@ def test_best_checkpoint_saves_on_improvement_only(tmp_path):
     assert saved == [0.0, 0.0, 0.0, 3.0]
     assert best.state_dict()["best_metric"] == 21.0
     assert stat.S_IMODE((tmp_path / "model.pt").stat().st_mode) == 0o644
+
+
+def test_best_checkpoint_never_replaces_a_model_the_run_did_not_start_from(tmp_path):
+    earlier = tmp_path / "model.pt"
+    earlier.write_bytes(b"an earlier run's best")
+    best = BestCheckpoint(tmp_path, nn.Linear(1, 1), metric_name="psnr")
+
+    def validate():
+        evaluator = Engine(lambda e, b: None)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(psnr=30.0))
+        best.attach(evaluator)
+        evaluator.run([0], max_epochs=1)
+
+    with pytest.raises(UserInputError, match=r"model.pt: exists and this training did not start from it"):
+        validate()
+    assert earlier.read_bytes() == b"an earlier run's best"
+    best.load_state_dict({"best_metric": 25.0, "best_epoch": 2})  # a resume: the run's own state
+    validate()
+    assert set(torch.load(earlier, weights_only=True)) == {"weight", "bias"}

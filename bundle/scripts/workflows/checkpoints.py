@@ -13,6 +13,10 @@ iteration count (:class:`scripts.workflows.TaskSampler`). What the new run's set
 of iterations, the validation interval (the length of an Ignite epoch), and the length and floor of the cosine
 schedule (``T_max``, ``eta_min``), so that extending a run continues its learning rate without a jump.
 
+A resume needs the checkpoint: without it, it is an error (never a silent fresh start), and :class:`BestCheckpoint`
+never replaces a ``model.pt`` that the run did not start from. A write that fails for want of space stops the
+training with one line naming the folder and saying how to resume (:meth:`ResumableCheckpoint.stopped`).
+
 Not restored: under DDP every rank takes rank 0's random states (the ranks' own are not saved); TensorBoard keeps
 the loss points a killed run logged after its last checkpoint, so they appear twice; nondeterministic GPU kernels
 are not made deterministic. On one process (CPU) a resumed run ends with the same weights, bit for bit, as the run
@@ -34,8 +38,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from tqdm import tqdm
 
-from ..atomic import atomic_path, remove_stale_temporaries
+from ..atomic import DiskFullError, atomic_path, disk_full_cause, remove_stale_temporaries
+from ..errors import UserInputError, find_user_error
 from ..weights import load_checkpoint
 
 __all__ = [
@@ -172,9 +178,13 @@ class ResumableCheckpoint:
         self.epoch_level = epoch_level
         self.resume = resume
         self.engine_key = engine_key
+        self.saved_at: int | None = None  # iteration of the checkpoint on disk, once saved or loaded
 
     def attach(self, engine: Engine) -> None:
-        """Clean up and, with ``resume``, load when ``engine`` starts; save at the interval.
+        """Clean up and, with ``resume``, load when ``engine`` starts; save at the interval; report a full disk.
+
+        Attach it before MONAI's ``StatsHandler``: Ignite calls only the first ``EXCEPTION_RAISED`` handler that raises,
+        and the ``StatsHandler``'s logs a traceback.
 
         Args:
             engine: the trainer.
@@ -184,6 +194,36 @@ class ResumableCheckpoint:
             engine.add_event_handler(Events.STARTED, self.load)
         event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
         engine.add_event_handler(event(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.stopped)
+
+    def stopped(self, engine: Engine, error: BaseException) -> None:
+        """``EXCEPTION_RAISED``: a write that failed for want of space becomes one
+        :class:`~scripts.atomic.DiskFullError` naming the folder, the checkpoint a resume starts from and what to do;
+        any other error is raised unchanged.
+
+        Raises:
+            DiskFullError: the disk (or a quota, or the file size limit) was full.
+            BaseException: ``error``, for any other cause.
+        """
+        for bar in list(getattr(tqdm, "_instances", ())):  # end the progress bar's line: the error is a line of its own
+            bar.close()
+        cause, full = disk_full_cause(error), find_user_error(error)
+        if cause is None and not isinstance(full, DiskFullError):  # one from a DataLoader worker has no cause
+            raise error
+        folder = self.path.parent
+        if isinstance(full, DiskFullError) and full.folder is not None:
+            folder = full.folder
+        elif cause is not None and cause.filename:
+            folder = Path(os.fsdecode(cause.filename)).parent
+        reason = cause.strerror if cause is not None else "no space left"
+        if self.saved_at is not None:
+            then = f"its last checkpoint, {self.path} (iteration {self.saved_at}), is intact. Free space there, then "
+            then += "run the same command with --resume true"
+        else:
+            then = "no checkpoint was saved yet. Free space there, then run the same command with --overwrite true"
+        raise DiskFullError(
+            f"{folder}: the disk is full ({reason}): training stopped at iteration {engine.state.iteration}; {then}."
+        ) from error
 
     def remove_stale_temporaries(self, engine: Engine) -> None:
         """Remove the temporary files a killed run left in the checkpoint folder (rank 0; no write is in flight)."""
@@ -200,13 +240,20 @@ class ResumableCheckpoint:
         state[self.engine_key] = engine.state_dict()
         state[self.rng_key] = rng_state()
         save_atomic(state, self.path)
+        self.saved_at = engine.state.iteration
         engine.logger.info(f"Saved checkpoint at iteration {engine.state.iteration}: {self.path}")
 
     def load(self, engine: Engine) -> None:
-        """Restore every object, the engine's iteration and the random states from the checkpoint, if it exists."""
+        """Restore every object, the engine's iteration and the random states from the checkpoint.
+
+        Raises:
+            UserInputError: there is no checkpoint (a resume never starts over silently).
+        """
         if not self.path.is_file():
-            engine.logger.warning(f"resume: no checkpoint at {self.path}; training starts from scratch.")
-            return
+            raise UserInputError(
+                f"{self.path}: missing, so the run cannot be resumed; to train it anew, drop --resume and add "
+                "--overwrite true."
+            )
         checkpoint = load_checkpoint(self.path, map_location="cpu")
         missing = [k for k in (*self.save_dict, self.engine_key) if k not in checkpoint]
         if missing:
@@ -229,6 +276,7 @@ class ResumableCheckpoint:
             set_rng_state(checkpoint[self.rng_key])
         else:
             engine.logger.warning(f"{self.path} holds no random states: the resumed run will not repeat the original.")
+        self.saved_at = engine.state.iteration
         engine.logger.info(f"Resumed from {self.path} at iteration {engine.state.iteration}.")
 
     @staticmethod
@@ -253,7 +301,8 @@ class BestCheckpoint:
 
     Attach it to the evaluator. The file is a plain state dict (the format of ``models/model.pt``). Its state
     (the best value so far) can go into a :class:`ResumableCheckpoint` so that a resumed run keeps comparing
-    against the real best.
+    against the real best. A file it neither wrote nor took the state of (by a resume) is never replaced: that
+    would put a worse model over another run's best.
 
     Args:
         save_dir: folder of the weights.
@@ -274,14 +323,21 @@ class BestCheckpoint:
         self.metric_name = metric_name
         self.best_metric = -math.inf
         self.best_epoch = -1
+        self.owns_file = False  # the file is this run's: it wrote it, or resumed with its state
 
     def attach(self, engine: Engine) -> None:
-        """Check the metric after every evaluation.
+        """Check the metric after every evaluation; a full disk passes on to the trainer without a traceback.
 
         Args:
             engine: the evaluator.
         """
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.stopped)
+
+    @staticmethod
+    def stopped(engine: Engine, error: BaseException) -> None:
+        """``EXCEPTION_RAISED``: raise ``error`` to the trainer before MONAI's ``StatsHandler`` logs a traceback."""
+        raise error
 
     def __call__(self, engine: Engine) -> None:
         """Save the weights if the metric is at least as good as the best so far (the released code's ``>=``)."""
@@ -292,7 +348,13 @@ class BestCheckpoint:
             return
         if not value >= self.best_metric:
             return
+        if idist.get_rank() == 0 and not self.owns_file and self.path.exists():
+            raise UserInputError(
+                f"{self.path}: exists and this training did not start from it, so it is not replaced; resume the run "
+                "that wrote it (--resume true) or start a new one in another folder (--run_name)."
+            )
         self.best_metric, self.best_epoch = value, int(engine.state.epoch)
+        self.owns_file = True
         if idist.get_rank() == 0:
             save_atomic(_state_dict(self.network), self.path)
             engine.logger.info(f"Best {name} {value:.4f} at epoch {self.best_epoch}: saved {self.path}")
@@ -305,3 +367,4 @@ class BestCheckpoint:
         """Restore the best value (from a resumed checkpoint)."""
         self.best_metric = float(state_dict["best_metric"])
         self.best_epoch = int(state_dict["best_epoch"])
+        self.owns_file = True
