@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import struct
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 from _data_factories import coordinate_volume, make_mayo_tree, mri_slice_item, write_nifti
 from monai.data import DataLoader, PersistentDataset
+from scripts.atomic import TEMP_TAG, DiskFullError
 from scripts.data.datasets import make_dataset, slice_items
 from scripts.data.loading import LoadSlicePaird, read_nifti_slice
 from scripts.data.mayo import build_mayo_datalist
@@ -35,6 +42,57 @@ def test_persistent_cache_reuses_and_leaves_no_partial_entry(tmp_path):
         cause = cause.__cause__
     assert cause is not None and "slice 99 out of range" in str(cause)
     assert list(bad_cache.iterdir()) == []
+
+
+def flip_a_data_byte(entry) -> None:
+    """Damage one byte in the middle of the largest member's data, as a bad disk or copy would."""
+    with zipfile.ZipFile(entry) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    raw = bytearray(entry.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26 : member.header_offset + 30])
+    raw[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0xFF
+    entry.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "flipped byte", "random bytes"])
+def test_a_damaged_cache_entry_is_named_rebuilt_and_never_stops_a_run(tmp_path, caplog, damage):
+    cache = tmp_path / "cache"
+    items = [mri_slice_item(tmp_path, 2)]
+    first = make_dataset(items, LoadSlicePaird(), cache_dir=cache)[0]
+    (entry,) = cache.glob("*.pt")
+    whole = entry.read_bytes()
+    if damage == "flipped byte":
+        flip_a_data_byte(entry)
+    else:
+        entry.write_bytes(
+            {"empty": b"", "truncated": whole[: len(whole) // 2], "random bytes": os.urandom(999)}[damage]
+        )
+    with caplog.at_level(logging.WARNING):
+        again = make_dataset(items, LoadSlicePaird(), cache_dir=cache)[0]
+    assert torch.equal(torch.as_tensor(again["image"]), torch.as_tensor(first["image"]))
+    assert torch.equal(torch.as_tensor(again["label"]), torch.as_tensor(first["label"]))
+    assert f"{entry}: damaged cache entry" in caplog.text
+    assert entry.read_bytes() == whole  # built again, whole
+
+
+def test_a_cache_entry_is_written_beside_and_a_full_disk_leaves_none(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    written = []
+    real_save = torch.save
+
+    def save_on_a_full_disk(obj, f, *args, **kwargs):  # the first bytes are written, then the disk is full
+        written.append(f)
+        real_save(obj, f, *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    dataset = make_dataset([mri_slice_item(tmp_path, 2)], LoadSlicePaird(), cache_dir=cache)
+    with pytest.raises(DiskFullError, match=rf"^{cache}: cannot write .*\.pt: No space left on device"):
+        dataset[0]
+    (file,) = written
+    name = os.fspath(getattr(file, "name", file))  # a temporary name in the cache folder, not the system's
+    assert os.path.dirname(name) == str(cache) and TEMP_TAG in name
+    assert list(cache.iterdir()) == []  # no partial entry, no temporary
 
 
 def test_items_of_all_tasks_collate(tmp_path):
