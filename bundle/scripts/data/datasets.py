@@ -2,19 +2,89 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from collections.abc import Hashable, Mapping, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.data.utils import pickle_hashing
+from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
 from monai.transforms import Compose
+from monai.utils import convert_to_tensor, look_up_option
 
+from ..atomic import atomic_path, remove_stale_temporaries
 from .loading import is_nifti
 from .slices import TASK_PLANES, TASKS, DataError, limit_per_task, nifti_info, volume_slices
 
-__all__ = ["slice_items", "make_dataset"]
+__all__ = ["slice_items", "make_dataset", "CheckedPersistentDataset", "cache_entry_damage"]
+
+logger = logging.getLogger(__name__)
+
+
+def cache_entry_damage(path: str | os.PathLike) -> str | None:
+    """What is wrong with a cache entry (a ``torch.save`` zip archive), or None if it is whole.
+
+    Args:
+        path: the entry.
+
+    Returns:
+        ``"empty (0 bytes)"``, ``"truncated or not a torch archive"``, the member failing its CRC-32 check, or the
+        reason it cannot be read; None for an archive whose members all match their checksums.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty (0 bytes)"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return "truncated or not a torch archive"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    return None if bad is None else f"{bad} fails its CRC check"
+
+
+class CheckedPersistentDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset`` whose cache entries are written whole and checked when read.
+
+    MONAI writes an entry in the system's temporary folder and moves it into the cache, with a plain copy when that
+    is another file system: a disk that fills leaves a 0-byte or partial entry, and every later run stops on it
+    (``EOFError``, no file named). Here an entry is written to a temporary name in the cache folder and renamed
+    (:func:`scripts.atomic.atomic_path`): it is whole or absent, and a write that fails for want of space is a
+    :class:`~scripts.atomic.DiskFullError` naming the folder. An entry that is empty, truncated, fails its CRC check
+    (:func:`cache_entry_damage`) or cannot be loaded is named in a warning, deleted and built again. Entries are not
+    fsynced: after a power loss one may be empty, and it is then found and rebuilt.
+    """
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+        entry = self.cache_dir / f"{name}.pt"
+        if entry.is_file():
+            problem = cache_entry_damage(entry)
+            if problem is None:
+                try:
+                    return torch.load(entry, weights_only=self.weights_only)
+                except Exception as e:  # noqa: BLE001 (whatever the reason, the entry is built again)
+                    problem = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            logger.warning(f"{entry}: damaged cache entry, {problem}; it is built again.")
+            entry.unlink(missing_ok=True)
+        item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
+        try:
+            with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+                torch.save(
+                    convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta),
+                    f,
+                    pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                    pickle_protocol=self.pickle_protocol,
+                )
+        except PermissionError:  # a read-only cache is used as it is (as MONAI does, project-monai/monai#3613)
+            pass
+        return item
 
 
 def slice_items(
@@ -84,8 +154,9 @@ def make_dataset(
     Args:
         data: items of :func:`scripts.data.build_datalist`, or whole-volume ``{"image", "label"}`` items.
         transform: a transform or a sequence of them, starting with :class:`~scripts.data.loading.LoadSlicePaird`.
-        cache_dir: folder of a ``PersistentDataset`` (one ``.pt`` file per item, written atomically by MONAI, kept
-            across runs; keyed by the item and, through ``hash_transform``, the deterministic transforms' settings).
+        cache_dir: folder of a :class:`CheckedPersistentDataset` (one ``.pt`` file per item, written atomically in
+            this folder, checked when read, kept across runs; keyed by the item and, through ``hash_transform``, the
+            deterministic transforms' settings); temporary files a killed run left there are removed.
         cache_rate: without ``cache_dir``, the fraction of items a ``CacheDataset`` keeps in memory (0: none, a
             plain ``Dataset``).
         num_workers: ``CacheDataset`` workers.
@@ -93,7 +164,7 @@ def make_dataset(
         max_per_task: keep the first slices of each task only (None: all).
 
     Returns:
-        ``PersistentDataset``, ``CacheDataset`` or ``Dataset``.
+        ``CheckedPersistentDataset``, ``CacheDataset`` or ``Dataset``.
 
     Raises:
         DataError: an item without a task and no ``default_task``, or a volume that cannot be cut.
@@ -102,7 +173,8 @@ def make_dataset(
     transform = transform if isinstance(transform, Compose) else Compose(transform)
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        return PersistentDataset(items, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
+        remove_stale_temporaries(cache_dir)
+        return CheckedPersistentDataset(items, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
     if cache_rate > 0:
         return CacheDataset(items, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
     return Dataset(items, transform)
