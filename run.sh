@@ -4,13 +4,15 @@
 #   bash run.sh demo   set up, build the demo set if missing, restore its test images and print the results table
 #   bash run.sh test   set up, lint, and run the test suite
 # The MONAI Deploy SDK (with Holoscan and CuPy) gets its own environment, .venv-deploy: once installed, `import monai`
-# imports it in every process, so it stays out of .venv, where the bundle runs.
+# imports it in every process, so it stays out of .venv, where the bundle runs. MONAI Label gets .venv-label: it
+# needs numpy<2 and pydicom<3 where .venv pins numpy 2 and pydicom 3 (tests/test_label_server.py uses it).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 VENV=.venv
 DEPLOY_VENV=.venv-deploy
+LABEL_VENV=.venv-label
 
 # setup VENV ARGS...: create the environment VENV if missing, then pip install ARGS into it. pip resolves instantly
 # when everything is already installed, so this stays idempotent and quick.
@@ -30,6 +32,7 @@ case "${1:-}" in
   test)
     setup "$VENV" -r requirements.txt -r requirements-dev.txt
     setup "$DEPLOY_VENV" -r requirements.txt -r deploy/requirements.txt
+    setup "$LABEL_VENV" -r deploy/requirements-label.txt
     "$VENV/bin/ruff" check bundle tests bench deploy
     "$VENV/bin/ruff" format --check bundle tests bench deploy
     exec "$VENV/bin/python" -m pytest "${@:2}"
