@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from _workflow_data import BUNDLE, bundle_command, dead_pid, identity_weights, tiny_network_config, write_nifti
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     BasicTextSRStorage,
     CTImageStorage,
@@ -43,11 +46,13 @@ def write_series(
     intercept: float | None = -1024.0,
     drop: Sequence[str] = (),
     order: Sequence[int] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Write ``stored`` (rows, columns, slices) int16 as one axial DICOM series, files ``<prefix><k>.dcm``.
 
     ``intercept`` None writes no rescale tags; ``drop`` removes other tags; ``order`` numbers the files in another
-    order than the slices (to check that slice order comes from the positions).
+    order than the slices (to check that slice order comes from the positions); ``tags`` sets attributes to raw
+    values, valid or not (``{"SeriesNumber": "1/../../x"}``), as a hostile file could hold them.
     """
     folder.mkdir(parents=True, exist_ok=True)
     series, study = generate_uid(), generate_uid()
@@ -72,6 +77,9 @@ def write_series(
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].astype(np.int16)).tobytes()
         for tag in drop:
             delattr(ds, tag)
+        for keyword, value in (tags or {}).items():  # raw bytes: pydicom's checks of the value do not apply
+            tag = tag_for_keyword(keyword)
+            ds[tag] = RawDataElement(Tag(tag), dictionary_VR(tag), len(value.encode()), value.encode(), 0, False, True)
         path = folder / f"{prefix}{(order[k] if order else k):03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

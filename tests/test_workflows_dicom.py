@@ -33,6 +33,22 @@ def test_series_labels_fall_back_to_a_short_uid(tmp_path):
     assert [s.label for s in scan_dicom_folder(tmp_path, sorted(tmp_path.glob("a*")))] == [""]  # one series
 
 
+HOSTILE = ["1/../../x", "..", "/etc/x", "1\\..\\x", "7\x00x", "\x1b[2J", "9" * 300, "  "]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_series_labels_from_hostile_tags_are_safe_names(tmp_path, caplog, value):
+    first = write_series(tmp_path, ct_values(), "CT", prefix="a", tags={"SeriesNumber": value})
+    write_series(tmp_path, ct_values(), "CT", prefix="b", tags={"SeriesInstanceUID": f"1.2/../../{value}"})
+    write_series(tmp_path, ct_values(), "CT", prefix="c", tags={"SeriesInstanceUID": value, "SeriesNumber": value})
+    with caplog.at_level(logging.WARNING):
+        labels = [s.label for s in scan_dicom_folder(tmp_path)]
+    assert len(set(labels)) == 3, labels
+    assert all(0 < len(label) <= 64 and label.replace("_", "").replace("-", "").isalnum() for label in labels), labels
+    if value.strip():  # a blank SeriesNumber is no number: the UID names the series, as before
+        assert f"{first[0]}: SeriesNumber" in caplog.text
+
+
 def test_objects_that_are_not_images(tmp_path, caplog):
     write_series(tmp_path / "study", ct_values(), "CT")
     write_non_image(tmp_path / "study" / "report.dcm", "SR")

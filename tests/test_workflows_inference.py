@@ -2,7 +2,10 @@
 
 import hashlib
 import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,9 +14,10 @@ import torch
 from _inference_cases import ct_values, nifti_with, stale_temp, write_series
 from _workflow_data import BUNDLE, write_nifti
 from monai.bundle import ConfigParser
-from monai.data import Dataset
+from monai.data import Dataset, MetaTensor
 from scripts.errors import UserInputError
-from scripts.workflows import FolderInference, SliceWiseInferer, folder_datalist
+from scripts.workflows import FolderInference, SliceWiseInferer, folder_datalist, output_name, write_restoration
+from scripts.workflows.dicom import DicomSeries
 
 AFFINE = np.array([[0.0, -0.9, 0, 10], [1.1, 0, 0, -5], [0, 0, 3.0, 2], [0, 0, 0, 1]])  # axes A, L, S
 
@@ -158,3 +162,95 @@ def test_each_series_of_a_folder_restored_with_its_own_modality(tmp_path):
     restored_mr = nib.load(outputs / "study_series3_restored.nii.gz").get_fdata()
     assert np.allclose(restored_ct[..., 0], ct[..., 0].T - 1024.0, atol=0.05)
     assert np.allclose(restored_mr[..., 0], mr[..., 0].T, atol=0.1)
+
+
+def inside(path, folder) -> bool:
+    return folder.resolve() in path.resolve().parents
+
+
+@pytest.mark.parametrize(
+    "hostile", ["../../x", "..", "/etc/evil", "a\\..\\b", "n\x00l", "\x1b[2J", "9" * 300, "", ".hidden"]
+)
+def test_output_names_never_leave_the_output_folder(tmp_path, caplog, hostile):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    series = DicomSeries(inputs / "study", (inputs / "study" / "a.dcm",), "1.2.3", "CT", hostile)
+    with caplog.at_level(logging.WARNING):
+        names = [
+            output_name(series, inputs),
+            output_name(inputs / "sub" / ".." / ".." / "x.nii.gz", inputs),  # a data list's item
+            output_name(tmp_path / "elsewhere" / "y.nii.gz", inputs),  # outside the input folder
+            output_name(inputs / ("x" * 250 + ".nii.gz"), inputs),  # a long name within NAME_MAX, too long with postfix
+            output_name(inputs / f"v{hostile.replace('/', '')}.nii.gz", inputs),
+        ]
+    for name in names:
+        assert not name.is_absolute() and ".." not in name.parts and inside(outputs / name, outputs), name
+        assert all(len(os.fsencode(part)) <= 255 and part.isprintable() for part in name.parts), name
+    if hostile:
+        assert "a.dcm: series label" in caplog.text  # the file the label came from
+    with pytest.raises(UserInputError, match="output_postfix"):
+        output_name(inputs / "x.nii.gz", inputs, postfix="../../x")
+
+
+def test_an_output_resolving_outside_the_output_folder_is_not_written(tmp_path):
+    inputs, outputs, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    nifti_with(inputs / "sub" / "a.nii.gz")
+    elsewhere.mkdir()
+    outputs.mkdir()
+    (outputs / "sub").symlink_to(elsewhere)  # a link out of the output folder
+    state = runner(inputs, outputs).run()
+    assert "outside the output folder" in state.errors[str(inputs / "sub" / "a.nii.gz")]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_inference(tmp_path, monkeypatch):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    for name in ("a", "b"):
+        nifti_with(inputs / f"{name}.nii.gz")
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # as a read-only folder (chmod does not stop root) behaves
+        if dir is not None and (Path(dir) == outputs or outputs in Path(dir).parents or Path(dir) == tmp_path):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    network = PlainIdentity()
+    with pytest.raises(UserInputError, match=rf"^{outputs}.*cannot be written \(Permission denied\)"):
+        runner(inputs, outputs, network=network).run(raise_on_failure=True)
+    assert network.types == set()  # refused before the first inference
+    assert not outputs.exists()
+
+
+def test_a_rerun_keeps_a_current_output_and_redoes_a_stale_one(tmp_path, caplog):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    nifti_with(inputs / "a.nii.gz")
+    write_series(inputs / "study", ct_values(), "CT", series_number=2)
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights one")
+    targets = {"a": outputs / "a_restored.nii.gz", "study": outputs / "study_restored"}
+
+    def run(settings, fill=None):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            network = PlainIdentity(fill)
+            runner(
+                inputs, outputs, output_format="auto", weights_path=weights, settings=settings, network=network
+            ).run()
+        return {name: "exists, kept" in caplog.text.split(str(path))[-1][:40] for name, path in targets.items()}
+
+    assert run({"modality": "ct"}) == {"a": False, "study": False}
+    assert run({"modality": "ct"}) == {"a": True, "study": True}  # current: kept
+    identity = nib.load(targets["a"]).get_fdata()
+    for change, why in (
+        (lambda: run({"modality": "mri"}), 'modality ("ct" -> "mri")'),
+        (lambda: weights.write_bytes(b"weights two") and run({"modality": "mri"}, fill=0.25), "the weights"),
+    ):
+        assert change() == {"a": False, "study": False}
+        assert caplog.text.count(f"made from other inputs or settings ({why}); writing it again") == 2
+    assert not np.allclose(nib.load(targets["a"]).get_fdata(), identity)  # the new weights' output is on disk
+    nifti_with(inputs / "a.nii.gz", seed=5)  # the input's content changes
+    assert run({"modality": "mri"}, fill=0.25) == {"a": False, "study": True}
+    assert "the input's content" in caplog.text and caplog.text.count("writing it again") == 1
+    write_restoration(MetaTensor(torch.zeros(1, 24, 20, 3)), targets["a"])  # the bundle's, without a record
+    assert run({"modality": "mri"}, fill=0.25) == {"a": False, "study": True}
+    assert "it has no record of what made it" in caplog.text

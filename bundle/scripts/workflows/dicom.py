@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pydicom.uid import UID
 
 from ..data.loading import is_nifti
 from ..errors import UserInputError
+from .naming import safe_component
 
 itk, _ = optional_import("itk", allow_namespace_pkg=True)
 
@@ -116,17 +118,35 @@ def _sorted(files: Sequence[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, p
     return sorted(files, key=lambda f: (int(f[1].get("InstanceNumber") or 0), f[0].name))
 
 
+_IS = r"[+-]?[0-9]{1,12}"  # an Integer String (SeriesNumber)
+_UI = r"[0-9][0-9.]{0,63}"  # a Unique Identifier
+
+
+def _uid_label(uid: str, path: Path, whole: bool = False) -> str:
+    """A series' UID as a name part: its last 8 digits (``whole``: all, dots as ``_``); a hash for a malformed UID."""
+    uid = safe_component(uid, path, "SeriesInstanceUID", pattern=_UI)
+    return uid.replace(".", "_") if whole else uid.replace(".", "")[-8:]
+
+
 def _series_labels(groups: dict[str, list[tuple[Path, pydicom.Dataset]]]) -> dict[str, str]:
-    """SeriesNumber when set and unique in the folder, else the UID's last 8 digits (the whole UID if they clash)."""
-    numbers = {uid: str(files[0][1].get("SeriesNumber", "") or "").strip() for uid, files in groups.items()}
+    """SeriesNumber when set, a plain number and unique in the folder, else the UID's last 8 digits (the whole UID
+    if they clash). A tag that is no valid value (``..``, ``/``, control characters, too long) is not used, with
+    a warning naming the file (see :mod:`.naming`)."""
+    numbers = {}
+    for uid, files in groups.items():
+        path, number = files[0][0], str(files[0][1].get("SeriesNumber", "") or "").strip()
+        if number and re.fullmatch(_IS, number) is None:
+            safe_component(number, path, "SeriesNumber", _uid_label(uid, path), pattern=_IS)  # the warning
+            number = ""  # the series is named by its UID
+        numbers[uid] = number
     labels = {}
     for uid, number in numbers.items():
         if number and list(numbers.values()).count(number) == 1:
             labels[uid] = f"series{number}"
         else:
-            labels[uid] = uid.replace(".", "")[-8:]
+            labels[uid] = _uid_label(uid, groups[uid][0][0])
     clashes = {u for u, label in labels.items() if list(labels.values()).count(label) > 1}
-    return {u: (u.replace(".", "_") if u in clashes else label) for u, label in labels.items()}
+    return {u: (_uid_label(u, groups[u][0][0], whole=True) if u in clashes else label) for u, label in labels.items()}
 
 
 def scan_dicom_folder(folder: Path, files: Sequence[Path] | None = None) -> list[DicomSeries]:

@@ -8,7 +8,8 @@ the restored pixels as uint16 with the ``RescaleSlope`` / ``RescaleIntercept`` t
 inference used; scanner units for MR). Geometry (``ImagePositionPatient``, ``ImageOrientationPatient``,
 ``PixelSpacing``, ``SliceThickness``) is the input's, or the finer in-plane grid of a zero-filled MRI. The
 datasets are built with pydicom (``Dataset.set_pixel_data``) and written into a temporary folder that is renamed
-into place, so an output series is complete or absent.
+into place, so an output series is complete or absent; the folder also holds the record of what made it
+(:data:`~scripts.workflows.provenance.SERIES_RECORD`), so a rerun tells a current series from a stale one.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import datetime
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -35,6 +37,7 @@ from ..errors import UserInputError
 from ..ownership import MARKER, folder_kind
 from ..transforms import suv_from_dicom
 from .inputs import MODALITY_ALIASES, canonical_modality
+from .provenance import SERIES_RECORD, read_series_record, record_differences
 
 __all__ = [
     "DICOM_OUTPUT_KIND",
@@ -125,13 +128,18 @@ def series_task(headers: Sequence[pydicom.Dataset], modality: str | None = None)
     return task or canonical_modality(modality)
 
 
-def series_output_status(path: str | os.PathLike) -> str:
+def series_output_status(path: str | os.PathLike, record: Mapping[str, Any] | None = None) -> str:
     """What is at an output series' path: ``"missing"``, ``"complete"`` (a series folder the bundle wrote: it is
-    renamed into place whole) or ``"foreign"`` (anything else, never replaced)."""
+    renamed into place whole), ``"foreign"`` (anything else, never replaced), or, given the ``record`` this run
+    would write, ``"stale"`` (the bundle's, made from other inputs, weights or settings, or without a record)."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return "missing"
-    return "complete" if path.is_dir() and folder_kind(path) == DICOM_OUTPUT_KIND else "foreign"
+    if path.is_symlink() or not path.is_dir() or folder_kind(path) != DICOM_OUTPUT_KIND:
+        return "foreign"
+    if record is not None and record_differences(read_series_record(path), record):
+        return "stale"
+    return "complete"
 
 
 def rescale_for(values: np.ndarray, quantum: float | None) -> tuple[float, float]:
@@ -206,6 +214,14 @@ def _units_factor(task: str, header: pydicom.Dataset, suv_factor: float | None) 
     return 1.0 / (suv_factor if suv_factor else suv_from_dicom(header))  # the network works in SUV
 
 
+def _series_number(header: pydicom.Dataset) -> int:
+    """The source's SeriesNumber, 0 when it is missing or not an integer (a malformed tag never stops the output)."""
+    try:
+        return int(header.get("SeriesNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def derived_series(
     pred: MetaTensor,
     headers: Sequence[pydicom.Dataset],
@@ -260,7 +276,7 @@ def derived_series(
         )
         ds.ImageType = ["DERIVED", "SECONDARY", *list(header.get("ImageType", []))[2:]]
         ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = int(header.get("SeriesNumber", 0) or 0) + 1000
+        ds.SeriesNumber = _series_number(header) + 1000
         ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
         ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
         ds.ImagePositionPatient = [DSfloat(v, auto_format=True) for v in geometry["ImagePositionPatient"]]
@@ -279,7 +295,10 @@ def derived_series(
 
 
 def write_series_folder(
-    datasets: Sequence[pydicom.Dataset], target: str | os.PathLike, overwrite: bool = False
+    datasets: Sequence[pydicom.Dataset],
+    target: str | os.PathLike,
+    overwrite: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``datasets`` as the files of the folder ``target``, atomically (temporary folder, then rename).
 
@@ -291,6 +310,7 @@ def write_series_folder(
         datasets: the series' datasets with file meta.
         target: the output folder.
         overwrite: replace an existing output series folder the bundle wrote.
+        record: what made the series (:func:`~scripts.workflows.provenance.make_record`), written into the folder.
 
     Returns:
         ``target``.
@@ -312,6 +332,8 @@ def write_series_folder(
             path = tmp / f"{index + 1:0{width}d}.dcm"
             ds.save_as(path, enforce_file_format=True)
             os.chmod(path, 0o644)
+        if record is not None:
+            (tmp / SERIES_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
     return target
 
 
@@ -323,6 +345,7 @@ def write_dicom_series(
     overwrite: bool = False,
     suv_factor: float | None = None,
     series_uid: str | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the restoration of the DICOM series ``source`` as a derived series in the folder ``target``.
 
@@ -335,6 +358,7 @@ def write_dicom_series(
         overwrite: replace an output series the bundle wrote before.
         suv_factor: the SUV factor the inference used for PET in Bq/ml (default: from the series' first file).
         series_uid: which series of ``source`` (default: its only one).
+        record: what made the series, written into its folder (see :func:`write_series_folder`).
 
     Returns:
         ``target``.
@@ -345,4 +369,4 @@ def write_dicom_series(
     except UserInputError as e:
         name = source if isinstance(source, (str, os.PathLike)) else Path(next(iter(source))).parent
         raise UserInputError(f"{name}: {e}") from e
-    return write_series_folder(datasets, target, overwrite)
+    return write_series_folder(datasets, target, overwrite, record)

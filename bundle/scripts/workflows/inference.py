@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from ..atomic import remove_stale_temporaries
 from ..errors import UserInputError, find_user_error
 from .dicom import DicomSeries
 from .dicom_output import OUTPUT_FORMATS, series_output_status, write_dicom_series
-from .outputs import check_finite_result, output_status, write_restoration
+from .naming import check_inside, check_writable, output_name
+from .outputs import check_finite_result, output_record, output_status, write_restoration
+from .provenance import FileDigests, make_record, read_series_record, record_differences
 
 __all__ = ["SliceWiseInferer", "output_name", "FolderInference"]
 
@@ -111,36 +113,6 @@ def _message(error: BaseException, name: str) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def output_name(
-    source: str | os.PathLike | DicomSeries, input_root: str | os.PathLike, postfix: str = "restored"
-) -> Path:
-    """Where the restoration of ``source`` goes, relative to the output folder: ``<rel>/<name>_<postfix>.nii.gz``.
-
-    ``<name>`` is the NIfTI file's name without extension, or the DICOM series' folder name, followed by the
-    series' label (``_series3``, or a short UID) when the folder holds several series.
-
-    Args:
-        source: a NIfTI file, a DICOM series (:class:`~scripts.workflows.dicom.DicomSeries`) or its folder.
-        input_root: the input folder (or the source itself).
-        postfix: appended to the name (none if empty).
-
-    Returns:
-        The relative output path, mirroring the input tree.
-    """
-    label = source.label if isinstance(source, DicomSeries) else ""
-    source = source.path if isinstance(source, DicomSeries) else Path(source)
-    root = Path(input_root)
-    root = root if root.is_dir() else root.parent
-    relative = source.relative_to(root) if source != root else Path(source.name)
-    name = relative.name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    name = f"{name}_{label}" if label else name
-    return relative.parent / (f"{name}_{postfix}.nii.gz" if postfix else f"{name}.nii.gz")
-
-
 class FolderInference(Engine):
     """Ignite engine restoring a dataset of images (NIfTI files, DICOM series) into NIfTI files, one per iteration.
 
@@ -150,10 +122,13 @@ class FolderInference(Engine):
     input's shape and affine, physical units (HU for CT, SUV for PET), never NaN.
 
     Files: inputs are only read. An output is written to a temporary file and renamed, so none is ever partial;
-    temporary files of a killed run are removed at the next start. Without ``overwrite`` an existing output that
-    the bundle wrote and that reads back whole is kept, one it wrote but is broken is written again, and any other
-    file in the way is an error naming it (the bundle never replaces what it did not write). Two inputs that would
-    write the same output both fail.
+    temporary files of a killed run are removed at the next start. Each output records what made it (the sha256
+    of its input files and of ``weights_path``, and ``settings``; :mod:`.provenance`). Without ``overwrite`` an
+    existing output that the bundle wrote, that reads back whole and whose record matches is kept; one it wrote
+    but is broken, or stale (another input content, other weights or settings, or no record), is written again
+    with a line saying why; any other file in the way is an error naming it (the bundle never replaces what it
+    did not write). Two inputs that would write the same output both fail. An output folder that cannot be written
+    is refused before the first input is restored, and no output is written outside ``output_dir``.
 
     An input that fails is logged in one line naming it and the others go on; ``state.failed`` lists them after
     :meth:`run`, which can also raise one error summing them up (what the command line run does).
@@ -173,6 +148,8 @@ class FolderInference(Engine):
             ``"nifti"`` (NIfTI for every input) or ``"dicom"`` (DICOM for every input; a NIfTI input fails). A DICOM
             output is the folder ``<rel>/<name>_<postfix>/`` (:mod:`.dicom_output`); ``overwrite`` replaces only
             a series folder the bundle wrote.
+        weights_path: the weights file the network was loaded from (its sha256 goes into each output's record).
+        settings: the settings that change the pixels (config: :func:`~scripts.workflows.provenance.config_settings`).
     """
 
     def __init__(
@@ -188,6 +165,8 @@ class FolderInference(Engine):
         output_postfix: str = "restored",
         handlers: Sequence[Any] | None = None,
         output_format: str = "auto",
+        weights_path: str | os.PathLike | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(self._iteration)
         if output_format not in OUTPUT_FORMATS:
@@ -202,6 +181,9 @@ class FolderInference(Engine):
         self.device = torch.device(device)
         self.overwrite = overwrite
         self.output_postfix = output_postfix
+        self.weights_path = None if weights_path is None else Path(weights_path)
+        self.settings = dict(settings or {})
+        self.digests = FileDigests()  # each input and the weights hashed once per run
         self.add_event_handler(Events.STARTED, self._started)
         for handler in handlers or ():
             handler.attach(self)
@@ -270,18 +252,40 @@ class FolderInference(Engine):
         return pred
 
     @staticmethod
-    def write(pred: MetaTensor, path: Path) -> None:
+    def write(pred: MetaTensor, path: Path, record: Mapping[str, Any] | None = None) -> None:
         """Write ``pred`` (channel first) as the bundle's float32 NIfTI, atomically (see :func:`write_restoration`)."""
-        write_restoration(pred, path)
+        write_restoration(pred, path, record)
 
-    def write_output(self, pred: MetaTensor, source: Path | DicomSeries, target: Path) -> None:
-        """Write the restoration of ``source`` to ``target`` in the format :meth:`writes_dicom` says."""
+    def record(self, source: Path | DicomSeries) -> dict[str, Any]:
+        """What the output of ``source`` is made from: the input files' and weights' sha256, and the settings."""
+        files = source.files if isinstance(source, DicomSeries) else (source,)
+        return make_record(files, self.weights_path, self.settings, self.digests)
+
+    def write_output(
+        self,
+        pred: MetaTensor,
+        source: Path | DicomSeries,
+        target: Path,
+        record: Mapping[str, Any] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Write the restoration of ``source`` to ``target`` in the format :meth:`writes_dicom` says.
+
+        Args:
+            pred: the restoration.
+            source: its input.
+            target: its output path (checked to be inside the output folder).
+            record: what made it, stored with it.
+            replace: replace an output series of the bundle already there (a stale one).
+        """
+        check_inside(target, self.output_dir)
         if not self.writes_dicom(source):
-            self.write(pred, target)
+            self.write(pred, target, record)
         elif not isinstance(source, DicomSeries):
             raise UserInputError(f"{source}: output_format dicom needs a DICOM series; use output_format auto or nifti")
         else:
-            write_dicom_series(pred, source.files, target, task=pred.meta["task"], overwrite=self.overwrite)
+            overwrite = self.overwrite or replace
+            write_dicom_series(pred, source.files, target, pred.meta["task"], overwrite, record=record)
 
     def _started(self, engine: Engine) -> None:
         self.state.failed, self.state.errors, self.state.outcomes = [], {}, {}
@@ -291,7 +295,10 @@ class FolderInference(Engine):
         self._clashes: dict[Path, list[str]] = defaultdict(list)
         for i, target in self._targets.items():
             self._clashes[target].append(str(self.input_of(i)))
-        for folder in sorted({t.parent for t in self._targets.values()}):
+        folders = sorted({t.parent for t in self._targets.values()})
+        for folder in folders or [self.output_dir]:  # before any work: a folder that cannot be written is an error
+            check_writable(folder)
+        for folder in folders:
             for path in remove_stale_temporaries(folder):
                 self.logger.info(f"removed {path}, a partial output of an earlier run that was stopped")
 
@@ -308,8 +315,12 @@ class FolderInference(Engine):
         if len(self._clashes[target]) > 1:
             others = ", ".join(n for n in self._clashes[target] if n != name)
             return self._fail(name, f"{name}: its output {target} would also be that of {others}; rename one")
-        status = output_status if not self.writes_dicom(source) else series_output_status
-        status = "missing" if self.overwrite else status(target)
+        try:  # before the input is read for the restoration: a change meanwhile makes the output stale next time
+            record = self.record(source)
+        except OSError as e:
+            return self._fail(name, f"{name}: cannot be read ({e.strerror or e})")
+        dicom = self.writes_dicom(source)
+        status = "missing" if self.overwrite else (series_output_status if dicom else output_status)(target, record)
         if status == "complete":
             self.logger.info(f"{target} exists, kept (overwrite=true writes it again).")
             self.state.outcomes[name] = "kept"
@@ -322,13 +333,17 @@ class FolderInference(Engine):
             )
         if status == "broken":
             self.logger.warning(f"{target}: an incomplete output of this bundle; writing it again.")
+        if status == "stale":
+            recorded = read_series_record(target) if dicom else output_record(target)
+            why = ", ".join(record_differences(recorded, record))
+            self.logger.warning(f"{target}: made from other inputs or settings ({why}); writing it again.")
         try:
             path = source.path if isinstance(source, DicomSeries) else source
             if target.resolve() == path.resolve():
                 raise UserInputError(
                     f"{name}: the output would replace the input; choose another output_dir or postfix"
                 )
-            self.write_output(self.restore(index), source, target)
+            self.write_output(self.restore(index), source, target, record, replace=status == "stale")
         except Exception as e:  # one bad input must not stop the others
             if find_user_error(e) is None:
                 self.logger.debug(f"{name}: traceback", exc_info=e)

@@ -7,12 +7,17 @@ the bundle did not write, and never NaN.
 - Each output carries :data:`OUTPUT_MARKER` in its NIfTI ``descrip`` field: :func:`output_status` tells the
   bundle's own complete outputs (kept on a second run), its broken ones (written again) and anything else (an
   error unless overwriting), and :func:`scripts.workflows.find_inputs` never takes the bundle's outputs as inputs.
+- Each output also records what made it (:mod:`.provenance`, a header extension written with it): given the
+  record this run would write, :func:`output_status` calls an output made from other inputs, weights or settings
+  ``"stale"`` (written again).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -21,11 +26,13 @@ from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
 
 from ..atomic import atomic_path
+from .provenance import nifti_record, record_differences, record_extension
 
 __all__ = [
     "OUTPUT_MARKER",
     "is_bundle_output",
     "output_status",
+    "output_record",
     "check_finite_result",
     "write_restoration",
 ]
@@ -43,14 +50,26 @@ def is_bundle_output(path: str | os.PathLike) -> bool:
         return False
 
 
-def output_status(path: str | os.PathLike) -> str:
+def output_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record of what made the NIfTI output at ``path`` (see :mod:`.provenance`), or None."""
+    try:
+        return nifti_record(nib.load(os.fspath(path)).header)
+    except Exception:
+        return None
+
+
+def output_status(path: str | os.PathLike, record: Mapping[str, Any] | None = None) -> str:
     """What is at an output path: ``"missing"``, ``"complete"`` (the bundle's, all data readable), ``"broken"``
-    (the bundle's header, data unreadable) or ``"foreign"`` (anything the bundle did not write)."""
+    (the bundle's header, data unreadable), ``"foreign"`` (anything the bundle did not write), or, given the
+    ``record`` this run would write, ``"stale"`` (the bundle's, made from other inputs, weights or settings, or
+    without a record)."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return "missing"
     if not path.is_file() or not is_bundle_output(path):
         return "foreign"
+    if record is not None and record_differences(output_record(path), record):
+        return "stale"
     try:
         data = np.asarray(nib.load(os.fspath(path)).dataobj)
     except Exception:
@@ -69,7 +88,7 @@ def check_finite_result(pred: torch.Tensor, name: str) -> None:
         raise RuntimeError(f"{name}: the restoration holds {bad} non-finite values (NaN or Inf); nothing was written")
 
 
-def write_restoration(pred: MetaTensor, path: str | os.PathLike) -> None:
+def write_restoration(pred: MetaTensor, path: str | os.PathLike, record: Mapping[str, Any] | None = None) -> None:
     """Write ``pred`` (channel first) as float32 NIfTI with its affine, marked as the bundle's, atomically.
 
     The output keeps the input's shape (a ``(H, W, 1)`` image stays 3-D: trailing singleton axes are kept).
@@ -77,6 +96,7 @@ def write_restoration(pred: MetaTensor, path: str | os.PathLike) -> None:
     Args:
         pred: ``(1, *spatial)`` MetaTensor on the input's grid.
         path: the ``.nii.gz`` output.
+        record: what made it (:func:`~scripts.workflows.provenance.make_record`), stored in a header extension.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,5 +107,7 @@ def write_restoration(pred: MetaTensor, path: str | os.PathLike) -> None:
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     image.header["descrip"] = OUTPUT_MARKER
+    if record is not None:
+        image.header.extensions.append(record_extension(record))
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
