@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from _inference_cases import ct_values, write_series
 from _workflow_data import BUNDLE, dead_pid, pet_attributes
 from _workflow_data import write_dicom_series as make_series
 from monai.data import MetaTensor
@@ -15,7 +16,7 @@ from scripts.atomic import temporary_name
 from scripts.errors import UserInputError
 from scripts.ownership import MARKER
 from scripts.transforms import KSpaceZeroFill, suv_from_dicom, zero_fill_affine
-from scripts.workflows.dicom_output import read_series_headers, rescale_for, write_dicom_series
+from scripts.workflows.dicom_output import read_series_headers, rescale_for, series_output_status, write_dicom_series
 
 VERSION = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
 
@@ -25,8 +26,8 @@ def load(path):
 
 
 def read_folder(folder):
-    """The written series, sorted by position, as pydicom datasets (the marker file is not DICOM)."""
-    files = [p for p in folder.iterdir() if p.name != MARKER]
+    """The written series, sorted by position, as pydicom datasets (the hidden marker and record are not DICOM)."""
+    files = [p for p in folder.iterdir() if not p.name.startswith(".")]
     return sorted((pydicom.dcmread(p) for p in files), key=lambda ds: float(ds.ImagePositionPatient[2]))
 
 
@@ -153,3 +154,16 @@ def test_rescale_holds_the_values():
     slope, intercept = rescale_for(np.array([0.0, 7.3, 19.99]), None)
     assert intercept == 0.0 and 19.99 / 65536 < slope and np.rint(19.99 / slope) <= 65535
     assert rescale_for(np.array([-5.0, 1e6]), 1.0)[0] > 1.0  # too wide for 1-unit steps: coarser
+
+
+def test_the_series_folder_records_what_made_it_and_a_malformed_series_number_is_no_error(tmp_path):
+    source, target = tmp_path / "ct", tmp_path / "ct_restored"
+    write_series(source, ct_values(), "CT", tags={"SeriesNumber": "1/../../x"})  # no integer, as a hostile file
+    record = {"input_sha256": ["ab"], "weights_sha256": "cd", "settings": {"modality": "ct"}}
+    assert series_output_status(target, record) == "missing"
+    write_dicom_series(load(source), source, target, task="ct", record=record)
+    assert read_folder(target)[0].SeriesNumber == 1000
+    assert series_output_status(target, record) == "complete" and series_output_status(target) == "complete"
+    assert series_output_status(target, {**record, "weights_sha256": "ef"}) == "stale"
+    (target / ".amir-record.json").unlink()  # an output of an earlier version: no record, so not known current
+    assert series_output_status(target, record) == "stale"

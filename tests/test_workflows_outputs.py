@@ -12,7 +12,7 @@ from _inference_cases import stale_temp
 from monai.data import MetaTensor
 from scripts.atomic import remove_stale_temporaries
 from scripts.workflows import OUTPUT_MARKER, is_bundle_output, output_status, write_restoration
-from scripts.workflows.outputs import check_finite_result
+from scripts.workflows.outputs import check_finite_result, output_record
 
 AFFINE = torch.tensor([[0.0, -0.9, 0, 10], [1.1, 0, 0, -5], [0, 0, 3.0, 2], [0, 0, 0, 1]], dtype=torch.float64)
 
@@ -71,3 +71,15 @@ def test_only_the_bundles_stale_temp_files_are_removed(tmp_path):
         writing.kill()
         writing.wait()
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_an_output_records_what_made_it_and_is_stale_when_that_changed(tmp_path):
+    path = tmp_path / "x_restored.nii.gz"
+    record = {"input_sha256": ["ab"], "weights_sha256": "cd", "settings": {"modality": "ct", "mri_upsample": 1}}
+    write_restoration(MetaTensor(torch.rand(1, 30, 30, 4)), path, record)
+    assert output_record(path) == record
+    assert output_status(path, record) == "complete" and output_status(path) == "complete"
+    assert output_status(path, {**record, "input_sha256": ["ff"]}) == "stale"
+    assert output_status(path, {**record, "settings": {"modality": "mri", "mri_upsample": 1}}) == "stale"
+    write_restoration(MetaTensor(torch.rand(1, 30, 30, 4)), path)  # as an earlier version wrote it: no record
+    assert output_status(path, record) == "stale"

@@ -132,6 +132,16 @@ class AMIRRestorationApp(Application):
         modality = canonical_modality(self.modality) if self.modality else None  # a clear error for a typo
         sources = self.sources = find_inputs(input_path, exclude=[output_path])  # never its own outputs
         logger.info(f"bundle {bundle}; {len(sources)} input(s) under {input_path}; modality {modality or 'from DICOM'}")
+        writer = self.writer = RestorationWriter(
+            self,
+            output_folder=output_path,
+            input_root=input_path,
+            overwrite=self.overwrite,
+            output_format=self.output_format,
+            modality=modality,
+            name="writer",
+        )
+        writer.check_targets(sources)  # existing or unwritable outputs: refused before any inference
         overrides = {"bundle_root": str(bundle)}
         if modality:
             overrides["modality"] = modality
@@ -147,15 +157,6 @@ class AMIRRestorationApp(Application):
             bundle_path=bundle,
             config_overrides=overrides,
             name="restore",
-        )
-        writer = self.writer = RestorationWriter(
-            self,
-            output_folder=output_path,
-            input_root=input_path,
-            overwrite=self.overwrite,
-            output_format=self.output_format,
-            modality=modality,
-            name="writer",
         )
         self.add_flow(loader, restore, {("image", "image")})
         self.add_flow(loader, writer, {("source", "source")})

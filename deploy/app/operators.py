@@ -241,12 +241,61 @@ class RestorationWriter(Operator):
         spec.input("image")
         spec.input("source").condition(ConditionType.MESSAGE_AVAILABLE)
 
+    def writes_dicom(self, source: Any) -> bool:
+        """Whether the restoration of ``source`` is written as a DICOM series (see ``output_format``)."""
+        from scripts.workflows.dicom import DicomSeries
+
+        return self.output_format == "dicom" or (self.output_format == "auto" and isinstance(source, DicomSeries))
+
+    def target(self, source: Any) -> Path:
+        """Where the restoration of ``source`` goes (the bundle's sanitised naming): a NIfTI file or a series folder."""
+        from scripts.workflows import output_name
+
+        target = self.output_folder / output_name(source, self.input_root, self.postfix)
+        return target.with_name(target.name[: -len(".nii.gz")]) if self.writes_dicom(source) else target
+
+    def check_targets(self, sources: Sequence[Any]) -> None:
+        """Refuse, before any input is restored, what would make a write fail after the work: an output that exists
+        (without ``overwrite``), one the bundle must not replace, two inputs with one output, an output folder that
+        cannot be written, a path outside the output folder.
+
+        Raises:
+            UserInputError: one line naming the output (and how many more), and what to do.
+        """
+        from scripts.errors import UserInputError
+        from scripts.workflows.dicom import DicomSeries
+        from scripts.workflows.dicom_output import series_output_status
+        from scripts.workflows.naming import check_inside, check_writable
+
+        targets: dict[Path, Any] = {}
+        for source in sources:
+            target = check_inside(self.target(source), self.output_folder)
+            if target in targets:
+                raise UserInputError(f"{source}: its output {target} would also be that of {targets[target]}")
+            targets[target] = source
+            if self.writes_dicom(source) and not isinstance(source, DicomSeries):
+                raise UserInputError(f"{source}: --output-format dicom needs a DICOM series; use auto or nifti")
+        existing = [t for t in targets if t.exists() or t.is_symlink()]
+        if existing and not self.overwrite:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise UserInputError(
+                f"{existing[0]}: exists{more}; remove it, choose another output folder, or pass --overwrite"
+            )
+        for target in existing:
+            if self.writes_dicom(targets[target]) and series_output_status(target) == "foreign":
+                raise UserInputError(
+                    f"{target}: exists and was not written by the bundle, so it is left alone; choose another folder"
+                )
+        for folder in sorted({t.parent for t in targets}) or [self.output_folder]:
+            check_writable(folder)
+
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         # the bundle's atomic float32 NIfTI writer, its naming of restored files and its DICOM series writer
         from scripts.atomic import remove_stale_temporaries
-        from scripts.workflows import FolderInference, output_name
+        from scripts.workflows import FolderInference
         from scripts.workflows.dicom import DicomSeries
         from scripts.workflows.dicom_output import read_series_headers, series_task, write_dicom_series
+        from scripts.workflows.naming import check_inside
         from scripts.workflows.outputs import check_finite_result
 
         image = op_input.receive("image")
@@ -256,16 +305,14 @@ class RestorationWriter(Operator):
         affine = meta.pop(MetaKeys.AFFINE, None)
         pred = MetaTensor(torch.from_numpy(np.asarray(image.asnumpy(), dtype=np.float32)), affine=affine, meta=meta)
         check_finite_result(pred, str(source))  # never write a NaN image
-        target = self.output_folder / output_name(source, self.input_root, self.postfix)
+        target = check_inside(self.target(source), self.output_folder)
         if target.parent not in self._cleaned:  # partial outputs of a killed run (the bundle's own temp files only)
             self._cleaned.add(target.parent)
             for path in remove_stale_temporaries(target.parent):
                 logger.info(f"removed {path}, a partial output of an earlier run that was stopped")
-        dicom = self.output_format == "dicom" or (self.output_format == "auto" and isinstance(source, DicomSeries))
-        if dicom:  # a derived series in the folder <name>_restored/, as the bundle writes it
+        if self.writes_dicom(source):  # a derived series in the folder <name>_restored/, as the bundle writes it
             if not isinstance(source, DicomSeries):
                 raise ValueError(f"{source}: --output-format dicom needs a DICOM series; use auto or nifti.")
-            target = target.with_name(target.name[: -len(".nii.gz")])
             task = series_task(read_series_headers(source.files[:1]), self.modality)
             write_dicom_series(pred, source.files, target, task=task, overwrite=self.overwrite)
         else:
