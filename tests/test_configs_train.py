@@ -1,21 +1,25 @@
-"""configs/train.json and configs/multi_gpu_train.json through the CLI: run folders, a run killed and resumed to the
-uninterrupted result, resume checks, extending a run, short runs, bad data reported before training, and DDP."""
+"""configs/train.json and configs/multi_gpu_train.json through the CLI: run folders, a run killed or stopped by a
+full disk and resumed to the uninterrupted result, one writer per run folder, resume checks, extending a run, short
+runs, bad data reported before training, and DDP."""
 
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from _workflow_data import BUNDLE, bundle_command, dead_pid, demo_dir, tiny_network_config
+from scripts.atomic import TEMP_TAG, temporary_name
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run, so that results compare bitwise
 
@@ -70,6 +74,29 @@ def assert_one_line_error(result, *expected):
     return errors[0]
 
 
+def start(command, **kwargs) -> tuple[subprocess.Popen, Future]:
+    """Start a command in the background; a thread collects its output, so that its pipes never fill."""
+    process = subprocess.Popen(
+        command, cwd=BUNDLE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kwargs
+    )
+    pool = ThreadPoolExecutor(1)
+    output = pool.submit(process.communicate)
+    pool.shutdown(wait=False)  # the thread ends with the process
+    return process, output
+
+
+def finished(process: subprocess.Popen, output: Future) -> subprocess.CompletedProcess:
+    stdout, stderr = output.result(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def wait_until(condition, timeout: float = 240) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
 @pytest.fixture(scope="module")
 def reference_run(tiny_options, runs_dir):
     """A run of 10 iterations in one go."""
@@ -101,7 +128,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tiny_options, runs_dir
     assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
     killed_at = checkpoint(run)["trainer"]["iteration"]
     assert killed_at in (2, 4, 6, 8)
-    stale = run / "models" / f".model.pt.amir-tmp-{dead_pid()}-k1ll3d00.pt"  # as a kill during a write leaves it
+    stale = run / "models" / f"{temporary_name('model.pt', dead_pid())}k1ll3d00.pt"  # as a kill mid-write leaves it
     stale.write_bytes(b"partial")
 
     resumed = train(options, "--resume", "true")
@@ -132,6 +159,75 @@ def same(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same, a, b))
     return a == b
+
+
+def test_a_full_disk_stops_training_in_one_line_and_the_resume_ends_as_the_uninterrupted_run(
+    tiny_options, runs_dir, reference_run
+):
+    run = runs_dir / "disk-full"
+    options = [*tiny_options, "--run_name", "disk-full", "--num_iterations", "10"]
+    last = run / "models" / "checkpoint_last.pt"
+    command = bundle_command("training", "--config_file", "configs/train.json", *options)
+    # a write past the file size limit fails with EFBIG, as one on a full disk with ENOSPC (the signal is ignored)
+    process, output = start(command, preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
+    try:
+        assert wait_until(lambda: last.exists() or process.poll() is not None)
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, 1))  # the disk is full from now on
+    finally:
+        full = finished(process, output)
+    saved = checkpoint(run)["trainer"]["iteration"]
+    assert saved in (2, 4, 6, 8), "the run ended before the disk was full"
+    line = assert_one_line_error(full, "the disk is full (File too large): training stopped at iteration")
+    assert line.startswith(f"error: {run}") and f"{last} (iteration {saved}), is intact" in line
+    assert line.endswith("Free space there, then run the same command with --resume true.")
+    assert not [p for p in run.rglob("*") if p.is_file() and (p.stat().st_size == 0 or TEMP_TAG in p.name)]
+    entries = sorted((run / "cache").glob("*.pt"))
+    for entry in entries:  # empty, as MONAI's copy across file systems left entries on a full disk
+        entry.write_bytes(b"")
+
+    resumed = train(options, "--resume", "true")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rebuilt = re.findall(r"(\S+\.pt): damaged cache entry, empty \(0 bytes\); it is built again", resumed.stdout)
+    assert rebuilt and set(rebuilt) <= {str(entry) for entry in entries}
+    done, reference = checkpoint(run), checkpoint(reference_run)
+    for part in ("model", "optimizer", "best", "lr_scheduler"):
+        assert same(done[part], reference[part]), part
+    best, best_reference = (torch.load(r / "models" / "model.pt", weights_only=True) for r in (run, reference_run))
+    assert all(torch.equal(best[k], best_reference[k]) for k in best_reference)
+
+
+def test_two_trainings_racing_for_one_folder_one_trains_and_a_resume_is_refused(tiny_options, runs_dir):
+    run = runs_dir / "raced"
+    options = [*tiny_options, "--run_name", "raced", "--num_iterations", "1000", "--vary_degradations", "False"]
+    command = bundle_command("training", "--config_file", "configs/train.json", *options)
+    racers = [start(command) for _ in range(2)]
+    try:
+        assert wait_until(lambda: any(p.poll() is not None for p, _ in racers))
+        ((loser, lost),) = [racer for racer in racers if racer[0].poll() is not None]
+        (winner,) = [p for p, _ in racers if p is not loser]
+        assert_one_line_error(finished(loser, lost), f"error: {run}: a training is running", f"process {winner.pid} ")
+        last = run / "models" / "checkpoint_last.pt"
+        assert wait_until(lambda: last.exists() or winner.poll() is not None) and winner.poll() is None
+        resumed = train(options, "--resume", "true")
+        assert_one_line_error(resumed, f"error: {run}: a training is running", f"process {winner.pid} ")
+        assert winner.poll() is None  # still training
+    finally:
+        for process, _ in racers:
+            process.kill()
+            process.wait()
+    # the folder is the winner's alone: one start recorded, its checkpoint whole
+    assert [start["resume"] for start in json.loads((run / "run.json").read_text())["starts"]] == [False]
+    assert checkpoint(run)["trainer"]["iteration"] % 2 == 0
+
+
+def test_resume_without_its_checkpoint_is_refused_and_keeps_the_best_model(tiny_options, reference_run):
+    run = copy_run(reference_run, "no-checkpoint")
+    (run / "models" / "checkpoint_last.pt").unlink()
+    best = (run / "models" / "model.pt").read_bytes()
+    result = train(tiny_options, "--run_name", "no-checkpoint", "--num_iterations", "10", "--resume", "true")
+    assert_one_line_error(result, f"error: {run / 'models' / 'checkpoint_last.pt'}: missing", "--overwrite true")
+    assert (run / "models" / "model.pt").read_bytes() == best
+    assert len(json.loads((run / "run.json").read_text())["starts"]) == 1
 
 
 def test_resume_refuses_other_data_and_a_new_run_does_not_overwrite(tiny_options, reference_run):
