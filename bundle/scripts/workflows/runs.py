@@ -258,9 +258,8 @@ class TrainingRun:
 
     def _lock(self) -> None:
         """Take the folder's lock, creating the folder of a new run; nothing is written into a folder refused."""
-        if self.path.is_dir() and (folder_kind(self.path) == RUN_KIND or _is_new(self.path)):
-            pass  # the bundle's run folder, or an empty one: the lock may go there
-        elif self.resume or self.path.exists():
+        ours = self.path.is_dir() and (folder_kind(self.path) == RUN_KIND or _is_new(self.path))
+        if not ours and (self.resume or self.path.exists()):
             self.check()  # no run to resume, or a file or folder that is not the bundle's: refused without a write
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
