@@ -135,6 +135,7 @@ def read_dicom_slice(path: str | os.PathLike, task: str, max_voxels: int | None 
             ``max_voxels``, missing tags for the units (CT: :func:`check_ct_rescale`), non-finite rescale values or
             a slope of 0 (:mod:`scripts.data.headers`).
     """
+    ds = None
     try:
         ds = pydicom.dcmread(os.fspath(path))
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
@@ -151,8 +152,12 @@ def read_dicom_slice(path: str | os.PathLike, task: str, max_voxels: int | None 
     except DataError:
         raise
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0]  # pydicom lists the missing decoders on more lines
-        raise DataError(f"{path}: cannot read DICOM slice ({type(e).__name__}: {first})") from e
+        first = (str(e).strip().splitlines() or [""])[0].rstrip(":")  # pydicom lists missing decoders on more lines
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        hint = ""
+        if syntax is not None and syntax.is_compressed:
+            hint = f"; its pixel data is {syntax.name}: install a pydicom decoder for it or store it uncompressed"
+        raise DataError(f"{path}: cannot read DICOM slice ({type(e).__name__}: {first}){hint}") from e
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise DataError(f"{path}: DICOM pixel data of shape {values.shape}; expected one 2-D slice")
