@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _workflow_data import BUNDLE, TINY_NETWORK, bundle_command, tiny_network_config
+from ignite.engine import Engine
 from scripts.errors import UserInputError
 from scripts.ownership import mark_folder
 from scripts.weights import WeightsLoader, file_sha256, load_checkpoint, load_weights, run_weights
@@ -106,10 +107,15 @@ def test_handler_loads_when_attached_and_resume_reads_through_the_check(tmp_path
     network = _net()
     cases = bad_files(tmp_path, network)
     fresh = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 1, 3))
-    WeightsLoader(tmp_path / "good.pt", {"model": fresh}).attach(None)
+    engine = Engine(lambda engine, batch: None)
+    WeightsLoader(tmp_path / "good.pt", {"model": fresh}).attach(engine)
+    assert not torch.equal(fresh[0].weight, network[0].weight)  # loaded when the engine starts, not before
+    engine.run([0])
     assert torch.equal(fresh[0].weight, network[0].weight)
+    engine = Engine(lambda engine, batch: pytest.fail("ran with damaged weights"))
+    WeightsLoader(cases["damaged"][0], {"model": fresh}).attach(engine)
     with pytest.raises(UserInputError, match="fails its CRC check"):
-        WeightsLoader(cases["damaged"][0], {"model": fresh}).attach(None)
+        engine.run([0])
     with pytest.raises(UserInputError, match="truncated"):
         saved_iteration(cases["truncated"][0])  # the resume check of a training run
 

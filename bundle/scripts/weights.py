@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch import nn
 
 from .errors import UserInputError
@@ -212,8 +212,8 @@ def load_weights(
 class WeightsLoader:
     """Ignite handler with the config shape of MONAI's ``CheckpointLoader`` that loads through :func:`load_weights`.
 
-    The weights are loaded when the handler is attached, that is when the engine is built: a bad file stops the run
-    before any input is read or any output written.
+    The weights are loaded when the engine starts (as MONAI's loader does, so that a config is instantiated, e.g. by
+    MONAI's property checks, without weights), before any input is read or any output written.
 
     Args:
         load_path: the checkpoint file.
@@ -234,9 +234,9 @@ class WeightsLoader:
         self.load_dict = dict(load_dict)
         self.map_location = map_location
 
-    def attach(self, engine: Engine | None = None) -> None:
-        """Load the weights now (the engine is given for Ignite's handler protocol only)."""
-        self()
+    def attach(self, engine: Engine) -> None:
+        """Load the weights when ``engine`` starts."""
+        engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
         """Load every network of ``load_dict`` from ``load_path``."""
