@@ -10,6 +10,7 @@ configs/inference.json``; every ``model_filename`` Label offers loads; a request
 bundle's one line; a short ``/train`` run (2 Label epochs of 2 iterations) counts its progress to its real end
 and publishes its best weights to ``models/model.pt``, which the next ``/infer`` uses. The only change to the copied
 bundle is the training's size (``val_interval``, batch and patch size), as the README says a user may set it.
+The bundle's command line also writes the same DICOM series under .venv-label's pydicom 2 as under .venv's pydicom 3.
 The server runs in its own process group, killed at the end whatever happens; every request has a timeout.
 """
 
@@ -22,13 +23,16 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
+from _workflow_data import write_dicom_series
 from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +168,35 @@ class Server:
                 self.process.wait(timeout=20)
 
 
+def dicom_runs(work: Path) -> dict[str, subprocess.Popen]:
+    """``monai.bundle run`` of a DICOM CT series (DICOM out) in .venv-label and in this environment, started."""
+    stored = np.random.default_rng(3).normal(1024.0, 200.0, (40, 36, 3)).clip(0, 4000)
+    write_dicom_series(work / "dicom" / "series", stored.astype(np.int16))
+    pythons = {"label": str(LABEL_VENV / "bin" / "python"), "main": sys.executable}
+    return {
+        name: subprocess.Popen(
+            [
+                python,
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                "configs/inference.json",
+                "--dataset_dir",
+                str(work / "dicom"),
+                "--output_dir",
+                str(work / f"dicom_{name}"),
+            ],
+            cwd=BUNDLE,
+            env={**label_env(), "PATH": os.environ.get("PATH", "")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for name, python in pythons.items()
+    }
+
+
 @pytest.fixture(scope="module")
 def label(tmp_path_factory):
     """The README's app and server, the inputs of each modality and their ``monai.bundle run`` results."""
@@ -185,13 +218,16 @@ def label(tmp_path_factory):
                 nib.save(nib.Nifti1Image(volume(m, seed), AFFINE), str(folder / f"{m}.nii.gz"))
             runs[m] = subprocess.Popen(command("cli", modality=m), cwd=amir, env=label_env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        cli = {}
-        for m, process in runs.items():
+        runs.update(dicom_runs(work))
+        for name, process in runs.items():
             output = process.communicate(timeout=300)[0]
-            assert process.returncode == 0, output[-3000:]
-            cli[m] = nib.load(str(amir / f"out_{m}" / f"{m}_restored.nii.gz")).get_fdata(dtype=np.float32)
+            assert process.returncode == 0, f"{name}: {output[-3000:]}"
+        cli = {
+            m: nib.load(str(amir / f"out_{m}" / f"{m}_restored.nii.gz")).get_fdata(dtype=np.float32) for m in MODALITIES
+        }
+        dicom = {n: sorted((work / f"dicom_{n}" / "series_restored").glob("*.dcm")) for n in ("label", "main")}
         info = server.wait_ready()
-        yield {"work": work, "amir": amir, "server": server, "info": info, "cli": cli}
+        yield {"work": work, "amir": amir, "server": server, "info": info, "cli": cli, "dicom": dicom}
     finally:
         server.stop()
         for process in runs.values():
@@ -280,3 +316,15 @@ def test_train_publishes_its_best_weights_for_the_next_infer(label):
     np.testing.assert_array_equal(
         after, nib.load(str(amir / "out_ct" / "ct_restored.nii.gz")).get_fdata(dtype=np.float32)
     )
+
+
+def test_cli_writes_the_same_dicom_series_in_both_environments(label):
+    """The bundle's scripts run under MONAI Label's pydicom 2 / numpy 1 as under the bundle's pydicom 3 / numpy 2:
+    the fixture restored a DICOM CT series to a DICOM series with ``monai.bundle run`` in each environment."""
+    series = {name: [pydicom.dcmread(f) for f in files] for name, files in label["dicom"].items()}
+    assert len(series["label"]) == len(series["main"]) == 3
+    for a, b in zip(series["label"], series["main"], strict=True):
+        assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
+        assert sorted(a.dir()) == sorted(b.dir()) and a.SOPInstanceUID == a.file_meta.MediaStorageSOPInstanceUID
+        values = [d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in (a, b)]
+        np.testing.assert_allclose(values[0], values[1], atol=float(a.RescaleSlope))

@@ -264,7 +264,7 @@ def derived_series(
         for keyword in _STALE:
             if keyword in ds:
                 delattr(ds, keyword)
-        ds.set_pixel_data(pixels, "MONOCHROME2", 16)  # Rows, Columns, Bits*, new SOP Instance UID
+        _set_pixel_data(ds, pixels)  # Rows, Columns, Bits*, new SOP Instance UID
         ds.RescaleSlope, ds.RescaleIntercept = DSfloat(slope, auto_format=True), DSfloat(intercept, auto_format=True)
         if task == "ct":
             ds.RescaleType = "HU"
@@ -292,6 +292,34 @@ def derived_series(
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         datasets.append(ds)
     return datasets
+
+
+def _set_pixel_data(ds: pydicom.Dataset, pixels: np.ndarray) -> None:
+    """``ds.set_pixel_data(pixels, "MONOCHROME2", 16)`` of pydicom 3; the same elements under pydicom 2 (MONAI
+    Label's environment, ``pydicom<3``), which lacks it."""
+    if hasattr(ds, "set_pixel_data"):
+        ds.set_pixel_data(pixels, "MONOCHROME2", 16)
+        return
+    for keyword in ("NumberOfFrames", "PlanarConfiguration"):
+        if keyword in ds:
+            del ds[keyword]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    ds["PixelData"].VR = "OW"
+    ds["PixelData"].is_undefined_length = False
+    ds.SOPInstanceUID = generate_uid()
+
+
+def _save_as(ds: pydicom.Dataset, path: Path) -> None:
+    """Save ``ds`` as a DICOM file (preamble, file meta) in its file meta's explicit VR little endian, with
+    pydicom 3 or 2."""
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+        return
+    ds.is_little_endian, ds.is_implicit_VR = True, False  # pydicom 2 encodes by these, not by the file meta
+    ds.save_as(path, write_like_original=False)
 
 
 def write_series_folder(
@@ -330,7 +358,7 @@ def write_series_folder(
         width = max(4, len(str(len(datasets))))
         for index, ds in enumerate(datasets):
             path = tmp / f"{index + 1:0{width}d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
+            _save_as(ds, path)
             os.chmod(path, 0o644)
         if record is not None:
             (tmp / SERIES_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
