@@ -25,7 +25,8 @@ def test_settings_follow_references_and_leave_out_what_does_not_change_pixels(tm
         "device": "cpu",
         "progress": True,
         "scale": 0.5,
-        "modality": "ct",
+        "displayable": {"modality": "ct"},
+        "modality": "@displayable#modality",  # recorded by value: as "--modality ct" would give it
         "network_def": {"_target_": "scripts.networks.AMIR", "dim": 8, "gradient_checkpointing": True},
         "preprocessing": {"_target_": "Compose", "transforms": [{"_target_": "X", "scale": "$@scale * 2"}]},
         "inferer": {"_target_": "Y", "progress": "@progress", "device": "@device"},
@@ -36,6 +37,7 @@ def test_settings_follow_references_and_leave_out_what_does_not_change_pixels(tm
     assert settings["scale"] == 0.5  # an option the preprocessing refers to
     assert settings["network_def"] == {"_target_": "scripts.networks.AMIR", "dim": 8}
     assert "progress" not in settings and "device" not in settings and settings["modality"] == "ct"
+    assert "displayable" not in settings
     assert config_settings() == {}  # outside a config run
 
 

@@ -25,6 +25,7 @@ from ..atomic import remove_stale_temporaries
 from ..errors import UserInputError, find_user_error
 from .dicom import DicomSeries
 from .dicom_output import OUTPUT_FORMATS, series_output_status, write_dicom_series
+from .inputs import MODALITY_ALIASES
 from .naming import check_inside, check_writable, output_name
 from .outputs import check_finite_result, output_record, output_status, write_restoration
 from .provenance import FileDigests, make_record, read_series_record, record_differences
@@ -259,7 +260,13 @@ class FolderInference(Engine):
     def record(self, source: Path | DicomSeries) -> dict[str, Any]:
         """What the output of ``source`` is made from: the input files' and weights' sha256, and the settings."""
         files = source.files if isinstance(source, DicomSeries) else (source,)
-        return make_record(files, self.weights_path, self.settings, self.digests)
+        settings = self.settings
+        if "modality" in settings:  # the task the input is restored as: a DICOM header's MR/CT/PT wins over the option
+            tag = source.modality if isinstance(source, DicomSeries) else ""
+            option = str(settings["modality"] or "").strip().lower()
+            task = MODALITY_ALIASES.get(tag.strip().lower()) or MODALITY_ALIASES.get(option, settings["modality"])
+            settings = {**settings, "modality": task}
+        return make_record(files, self.weights_path, settings, self.digests)
 
     def write_output(
         self,

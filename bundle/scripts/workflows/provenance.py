@@ -15,13 +15,15 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+from monai.bundle import ConfigParser
 
-from .runs import EQUIVALENT_NETWORK_ARGS, executed_config
+from .runs import EQUIVALENT_NETWORK_ARGS
 
 __all__ = [
     "PIXEL_SETTINGS",
@@ -96,10 +98,36 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def config_settings(keys: Sequence[str] = PIXEL_SETTINGS) -> dict[str, Any]:
-    """The ``keys`` of the config now being run (overrides applied), as given: the settings an output records.
+def _running_parser() -> ConfigParser | None:
+    """The MONAI ``ConfigParser`` instantiating the caller, found up the stack (see :func:`.runs.executed_config`)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ConfigParser):
+            return owner
+        frame = frame.f_back
+    return None
 
-    The ids these settings refer to (``@id``) are recorded too, unless they are in :data:`NOT_PIXEL_SETTINGS`.
+
+def _value(parser: ConfigParser, key: str, raw: Any) -> tuple[Any, list[str]]:
+    """A setting as recorded, and the ids to record with it: a scalar's value (``@`` and ``$`` evaluated, so that
+    ``"@x"`` and the value of ``x`` record alike); a component's config as given, with the ids it refers to."""
+    if isinstance(raw, str) and raw.startswith(("@", "$")):
+        try:
+            value = parser.get_parsed_content(key)
+        except Exception:  # the run itself reports it
+            return raw, _REFERENCE.findall(raw)
+        if value is None or isinstance(value, (bool, int, float, str, list, tuple, dict)):
+            return _json(value), []
+        return raw, _REFERENCE.findall(raw)  # an object (a network, a transform): its config
+    return raw, _REFERENCE.findall(json.dumps(raw))
+
+
+def config_settings(keys: Sequence[str] = PIXEL_SETTINGS) -> dict[str, Any]:
+    """The ``keys`` of the config now being run (overrides applied): the settings an output records.
+
+    Scalars are recorded by value; components (``network_def``, the pre- and postprocessing) by their config, and
+    the ids they refer to (``@id``) are recorded too, unless they are in :data:`NOT_PIXEL_SETTINGS`.
     ``network_def`` arguments that change how the network computes but not what (gradient checkpointing, dense
     dispatch) are left out. Outside a MONAI ``ConfigParser`` (a component built in Python) the result is empty.
 
@@ -109,14 +137,17 @@ def config_settings(keys: Sequence[str] = PIXEL_SETTINGS) -> dict[str, Any]:
     Returns:
         A JSON-compatible ``{id: value}``.
     """
-    config = executed_config() or {}
+    parser = _running_parser()
+    if parser is None:
+        return {}
+    config = _json(parser.get())
     settings, todo = {}, list(keys)
     while todo:  # the ids a recorded setting refers to (a new option of the preprocessing) are recorded too
         key = todo.pop()
         if key in settings or key not in config or key in NOT_PIXEL_SETTINGS:
             continue
-        settings[key] = config[key]
-        todo += _REFERENCE.findall(json.dumps(config[key]))
+        settings[key], referred = _value(parser, key, config[key])
+        todo += referred
     if isinstance(settings.get("network_def"), dict):
         network = settings["network_def"]
         settings["network_def"] = {k: v for k, v in network.items() if k not in EQUIVALENT_NETWORK_ARGS}
