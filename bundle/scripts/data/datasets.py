@@ -56,8 +56,13 @@ class CheckedPersistentDataset(PersistentDataset):
     (:func:`scripts.atomic.atomic_path`): it is whole or absent, and a write that fails for want of space is a
     :class:`~scripts.atomic.DiskFullError` naming the folder. An entry that is empty, truncated, fails its CRC check
     (:func:`cache_entry_damage`) or cannot be loaded is named in a warning, deleted and built again. Entries are not
-    fsynced: after a power loss one may be empty, and it is then found and rebuilt.
+    fsynced: after a power loss one may be empty, and it is then found and rebuilt. The checksums of an entry are
+    checked once per process (and again when the file changes): checking costs about as much as loading.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked: set[tuple[str, int, int]] = set()  # (path, size, mtime) of entries whose checksums matched
 
     def _cachecheck(self, item_transformed: Any) -> Any:
         if self.cache_dir is None:
@@ -65,8 +70,11 @@ class CheckedPersistentDataset(PersistentDataset):
         name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
         entry = self.cache_dir / f"{name}.pt"
         if entry.is_file():
-            problem = cache_entry_damage(entry)
+            stat = entry.stat()
+            version = (os.fspath(entry), stat.st_size, stat.st_mtime_ns)
+            problem = None if version in self._checked else cache_entry_damage(entry)
             if problem is None:
+                self._checked.add(version)
                 try:
                     return torch.load(entry, weights_only=self.weights_only)
                 except Exception as e:  # noqa: BLE001 (whatever the reason, the entry is built again)
