@@ -25,10 +25,14 @@ def test_settings_follow_references_and_leave_out_what_does_not_change_pixels(tm
         "device": "cpu",
         "progress": True,
         "scale": 0.5,
+        "max_input_voxels": 1000,
         "displayable": {"modality": "ct"},
         "modality": "@displayable#modality",  # recorded by value: as "--modality ct" would give it
         "network_def": {"_target_": "scripts.networks.AMIR", "dim": 8, "gradient_checkpointing": True},
-        "preprocessing": {"_target_": "Compose", "transforms": [{"_target_": "X", "scale": "$@scale * 2"}]},
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "X", "scale": "$@scale * 2", "limit": "@max_input_voxels"}],
+        },
         "inferer": {"_target_": "Y", "progress": "@progress", "device": "@device"},
         "settings": {"_target_": "scripts.workflows.provenance.config_settings"},
     }
@@ -37,6 +41,7 @@ def test_settings_follow_references_and_leave_out_what_does_not_change_pixels(tm
     assert settings["scale"] == 0.5  # an option the preprocessing refers to
     assert settings["network_def"] == {"_target_": "scripts.networks.AMIR", "dim": 8}
     assert "progress" not in settings and "device" not in settings and settings["modality"] == "ct"
+    assert "max_input_voxels" not in settings  # a limit that refuses inputs, not a pixel setting
     assert "displayable" not in settings
     assert config_settings() == {}  # outside a config run
 

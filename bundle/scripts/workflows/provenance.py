@@ -68,6 +68,7 @@ NOT_PIXEL_SETTINGS = (
     "progress",
     "compile",
     "overwrite",
+    "max_input_voxels",  # refuses an input or not; never changes the pixels of one it accepts
 )
 _REFERENCE = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 #: The record's file in a DICOM output series folder (hidden: DICOM readers and the bundle's input search skip it).
