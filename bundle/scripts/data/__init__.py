@@ -1,4 +1,4 @@
-"""Data lists (IXI, AAPM-Mayo, PET, all-in-one, demo), slicing and splits, and the slice-pair loader.
+"""Data lists (IXI, AAPM-Mayo, PET, all-in-one, demo, a folder of own images), slicing and splits, the pair loader.
 
 The item schema is documented in :mod:`scripts.data.slices`; :func:`build_datalist` is the entry point and
 :class:`LoadSlicePaird` (wrapped by :func:`make_dataset`) turns items into ``(1, H, W)`` LQ / HQ pairs.
@@ -6,6 +6,7 @@ The item schema is documented in :mod:`scripts.data.slices`; :func:`build_datali
 
 from .all_in_one import DATASETS, build_all_in_one_datalist, build_datalist, find_task_roots
 from .datasets import make_dataset, slice_items
+from .folder import build_folder_datalist, vary_by_default
 from .ixi import build_ixi_datalist, find_ixi_volumes
 from .loading import (
     LoadSlice,
@@ -58,6 +59,7 @@ __all__ = [
     "build_datalist",
     "build_demo_datalist",
     "build_demo_set",
+    "build_folder_datalist",
     "build_ixi_datalist",
     "build_mayo_datalist",
     "build_pet_datalist",
@@ -76,5 +78,6 @@ __all__ = [
     "read_slice",
     "select_subjects",
     "slice_items",
+    "vary_by_default",
     "volume_slices",
 ]

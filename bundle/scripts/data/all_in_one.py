@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .folder import build_folder_datalist
 from .ixi import build_ixi_datalist
 from .mayo import build_mayo_datalist
 from .pet import build_pet_datalist
@@ -14,7 +15,7 @@ from .slices import TASKS, DataError, normalize_split
 
 __all__ = ["DATASETS", "TASK_FOLDERS", "find_task_roots", "build_all_in_one_datalist", "build_datalist"]
 
-DATASETS: tuple[str, ...] = ("ixi", "mayo", "pet", "all-in-one", "demo")
+DATASETS: tuple[str, ...] = ("ixi", "mayo", "pet", "all-in-one", "demo", "folder")
 # Sub-folders of an all-in-one dataset_dir recognised per task (case-insensitive).
 TASK_FOLDERS: dict[str, tuple[str, ...]] = {
     "mri": ("ixi", "ixi-t2", "ixi_t2", "mri"),
@@ -113,16 +114,20 @@ def build_datalist(
     dataset_dir: str | os.PathLike | None = None,
     tasks: Sequence[str] = TASKS,
     split: str = "train",
+    record_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> list[dict]:
     """Build the data list of one data set and split (the function the bundle configs call).
 
     Args:
-        dataset: ``"ixi"``, ``"mayo"``, ``"pet"``, ``"all-in-one"`` or ``"demo"``.
+        dataset: ``"ixi"``, ``"mayo"``, ``"pet"``, ``"all-in-one"``, ``"demo"`` or ``"folder"`` (a site's own
+            images: :mod:`scripts.data.folder`).
         dataset_dir: the data set's folder. Required except for ``"all-in-one"`` given per-task folders, and
             ``"demo"`` (None: the default demo folder, built when missing).
         tasks: tasks to include; a single-task data set must be among them.
         split: ``train``, ``val``, ``test`` or ``all`` (``training`` / ``validation`` / ``testing`` too).
+        record_dir: where the ``folder`` data set records its split by volume (the run folder); the other data sets
+            ignore it.
         options: the chosen builder's keyword options (e.g. ``seed``, ``subjects``, ``drf``, ``kernel``,
             ``mri_dir``).
 
@@ -144,6 +149,8 @@ def build_datalist(
         from .demo import build_demo_datalist  # imported late: see scripts.data.__getattr__
 
         items = build_demo_datalist(dataset_dir, tasks, split, **options)
+    elif name == "folder":
+        items = build_folder_datalist(dataset_dir, tasks, split, record_dir=record_dir, **options)
     else:
         task = _TASK_OF[name]
         if task not in tasks:

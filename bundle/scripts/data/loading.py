@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from ..transforms import KSpaceCrop, SimulateLowDoseCT, SimulateLowDosePET, dicom_to_hu, suv_from_dicom
+from ..transforms.ct_dose import ct_simulation_args
 from .headers import MAX_INPUT_VOXELS, check_dicom_pixels, check_dicom_rescale
 from .slices import MIN_SIZE, TASKS, DataError, load_nifti, orient_slice
 
@@ -217,6 +218,16 @@ def item_id(item: Mapping[Hashable, Any], label_key: str = "label") -> str:
     return f"{text}#{item['slice']}" if item.get("slice") is not None else text
 
 
+def _ct_geometry(hq: np.ndarray, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+    """The simulation geometry of a CT slice: its pixel size and body (a folder data set's items carry ``spacing``);
+    the inscribed circle (the scanner's field of view) only for a square slice holding the whole body."""
+    spacing, body = item.get("spacing"), item.get("body_diameter_cm")
+    body = float(body) if body is not None and float(body) > 0 else None
+    if spacing is None:
+        return {"circle": hq.shape[0] == hq.shape[1] and body is None, "body_diameter_cm": body}
+    return ct_simulation_args(hq.shape, float(np.mean(np.asarray(spacing, dtype=float))), body)
+
+
 def _check_plane(array: np.ndarray, where: str) -> None:
     if min(array.shape) < MIN_SIZE:
         raise DataError(f"{where}: slice of {array.shape[0]}x{array.shape[1]} px is smaller than {MIN_SIZE} px")
@@ -331,7 +342,7 @@ class LoadSlicePaird(MapTransform):
         if degrade == "kspace":
             out = KSpaceCrop(self.kspace_fraction)(x)
         elif degrade == "ct":
-            out = SimulateLowDoseCT(self.ct_dose_fraction, seed=seed, **self.ct_options)(x)
+            out = SimulateLowDoseCT(self.ct_dose_fraction, seed=seed, **_ct_geometry(hq, item), **self.ct_options)(x)
         elif degrade == "pet":
             drf = float(item.get("drf") or self.pet_drf)
             out = SimulateLowDosePET(drf, seed=seed, **self.pet_options)(x)
