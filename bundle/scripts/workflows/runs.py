@@ -36,6 +36,7 @@ from monai.bundle import ConfigParser
 from ..atomic import write_text_atomic
 from ..errors import UserInputError
 from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
+from ..weights import file_sha256
 from .checkpoints import saved_iteration
 from .run_lock import LOCK_NAME, RunLock
 
@@ -52,6 +53,8 @@ RESUME_CHECKS: dict[str, tuple[str, ...]] = {
     "schedule": ("learning_rate", "min_learning_rate", "batch_size", "patch_size", "gamma", "seed"),
     # the checkpoint holds a gradient scaler only for float16, and a weight average only with ema_decay
     "precision": ("amp", "amp_dtype", "ema_decay"),
+    # the weights a fine-tuning started from, and what it trains
+    "fine-tuning": ("init_ckpt", "freeze"),
 }
 #: ``network_def`` arguments that change how the network computes, not what: they may differ on resume.
 EQUIVALENT_NETWORK_ARGS = ("gradient_checkpointing", "moe_dispatch")
@@ -142,7 +145,7 @@ def executed_config() -> dict[str, Any] | None:
 def _normalized(key: str, value: Any) -> Any:
     """A setting as compared on resume: JSON types, absolute folders, network arguments that change the result."""
     value = json.loads(json.dumps(value, default=str))
-    if key.endswith("_dir") and isinstance(value, str) and not value.startswith("$"):
+    if (key.endswith("_dir") or key == "init_ckpt") and isinstance(value, str) and not value.startswith("$"):
         return os.path.abspath(os.path.expanduser(value))
     if key == "network_def" and isinstance(value, dict):
         return {k: v for k, v in value.items() if k not in EQUIVALENT_NETWORK_ARGS}
@@ -181,6 +184,8 @@ class TrainingRun:
         config: the config as run; None: the MONAI parser's (:func:`executed_config`).
         command_line: the command line; None: ``sys.argv``.
         checkpoint: the resumable checkpoint's path inside ``run_dir``.
+        init_ckpt: the weights a fine-tuning starts from (``--init_ckpt``, as resolved); its path and sha256 are
+            recorded in ``run.json`` as the run's ``"parent"``.
 
     Raises:
         ValueError: no ``config`` given and none found.
@@ -199,6 +204,7 @@ class TrainingRun:
         config: Mapping[str, Any] | None = None,
         command_line: Sequence[str] | None = None,
         checkpoint: str = "models/checkpoint_last.pt",
+        init_ckpt: str | os.PathLike | None = None,
     ) -> None:
         config = executed_config() if config is None else json.loads(json.dumps(config, default=str))
         if config is None:
@@ -210,6 +216,9 @@ class TrainingRun:
         self.command_line = list(sys.argv if command_line is None else command_line)
         self.checkpoint = self.path / checkpoint
         self.settings = {key: _normalized(key, config.get(key)) for keys in RESUME_CHECKS.values() for key in keys}
+        self.init_ckpt = None if init_ckpt is None else Path(init_ckpt)
+        if self.init_ckpt is not None:  # the resolved path (the config may give an expression)
+            self.settings["init_ckpt"] = _normalized("init_ckpt", os.fspath(self.init_ckpt))
         self.lock = RunLock(self.path)
         self._created = False  # whether this run created its folder (removed again if the run is refused)
 
@@ -274,6 +283,8 @@ class TrainingRun:
 
     def check(self) -> None:
         """Raise :class:`~scripts.errors.UserInputError` if the run cannot start or resume as asked."""
+        if self.init_ckpt is not None and not self.resume and not self.init_ckpt.is_file():
+            raise UserInputError(f"{self.init_ckpt}: --init_ckpt not found; give a model.pt or checkpoint_last.pt.")
         if self.resume:
             self._check_resume()
         else:
@@ -342,6 +353,8 @@ class TrainingRun:
         record = self.read_record() if self.record_path.is_file() else {"run": self.path.name, "starts": []}
         record["settings"] = self.settings
         record["num_iterations"] = self.num_iterations
+        if self.init_ckpt is not None and not self.resume:
+            record["parent"] = {"path": os.path.abspath(self.init_ckpt), "sha256": file_sha256(self.init_ckpt)}
         record["starts"].append(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
