@@ -124,3 +124,14 @@ def test_a_bad_folder_is_one_line_and_writes_nothing_there(site, runs, tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(errors) == 1
     assert errors[0].startswith(f"error: {bad / 'ct' / 'hq' / 'b.nii.gz'}: no file b.nii.gz in")
     assert snapshot(bad) == before
+
+
+def test_degradation_levels_vary_by_default_on_a_high_quality_only_folder_only(site):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"dataset": "folder", "dataset_dir": str(site / "mri"), "tasks": ["mri"]})
+    assert parser.get_parsed_content("vary_degradations") and parser.get_parsed_content("dose_range") == [0.15, 0.4]
+    parser.update({"dataset_dir": str(site), "tasks": ["mri", "ct"]})  # paired CT: a drawn dose would replace its LQ
+    assert not parser.get_parsed_content("vary_degradations", lazy=False)
