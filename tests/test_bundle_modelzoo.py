@@ -27,14 +27,15 @@ from monai.bundle.config_item import ConfigComponent, ConfigExpression
 from monai.bundle.reference_resolver import ReferenceResolver
 from monai.bundle.workflows import _reject_executable_logging_config
 from monai.utils import set_determinism
+from scripts.errors import find_user_error
 from scripts.transforms import MODALITY_WINDOWS
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 CONFIGS = BUNDLE / "configs"
 METADATA = CONFIGS / "metadata.json"
-# The schema metadata.json names, kept here so that the checks run offline (MONAI would download it).
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schema" / "meta_schema_20240725.json"
+# The schema metadata.json names, kept with the tests so that the checks run offline (MONAI would download it).
+SCHEMA = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the model zoo's limit for files in the repository
 TINY_NET = {
     "_target_": "scripts.networks.AMIR",
@@ -58,6 +59,8 @@ def config_stacks() -> dict[str, list[Path]]:
             continue
         base = CONFIGS / path.name.removeprefix("multi_gpu_")
         stacks[path.name] = [base, path] if base != path else [path]
+    # the model zoo's usual stack: evaluate.json read on top of train.json (evaluates what the training wrote)
+    stacks["train.json+evaluate.json"] = [CONFIGS / "train.json", CONFIGS / "evaluate.json"]
     return stacks
 
 
@@ -120,8 +123,15 @@ def _requirement_pins(path: Path) -> dict[str, str]:
 
 
 def test_package_versions_match_requirements():
+    """metadata.json states requirements.txt's versions, but requirements-zoo.txt's where the zoo's Python 3.10
+    has no wheel of requirements.txt's pin (each an older release than the project's own)."""
     meta = metadata()
     pins = _requirement_pins(REPO / "requirements.txt")
+    zoo = _requirement_pins(REPO / "requirements-zoo.txt")
+    for name, version in zoo.items():
+        older = tuple(map(int, version.split("."))) < tuple(map(int, pins[name].split(".")))
+        assert older, f"requirements-zoo.txt: {name} {version} is not older than requirements.txt's {pins[name]}"
+    pins.update(zoo)
     assert meta["monai_version"] == pins.pop("monai")
     assert meta["pytorch_version"] == pins.pop("torch")
     assert meta["numpy_version"] == pins.pop("numpy")
@@ -251,6 +261,26 @@ def test_workflow_properties(config, workflow_type, small_inputs, elsewhere, tmp
     finally:
         set_determinism(seed=None)
         torch.use_deterministic_algorithms(False)
+
+
+def test_inference_properties_with_the_default_config(elsewhere, restore_logging):
+    """As the zoo's CI checks it: the shipped config as it is (its default dataset_dir does not exist here)."""
+    assert not Path(read_stack([CONFIGS / "inference.json"])["dataset_dir"]).exists()
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=str(METADATA),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="infer",
+        bundle_root=str(BUNDLE),
+    )
+    try:
+        workflow.initialize()
+        assert workflow.check_properties() == []  # instantiates dataset and evaluator: the folder is read at run
+        with pytest.raises(RuntimeError) as raised:  # MONAI wraps what the run raises
+            workflow.run()
+        assert "the input folder (dataset_dir) does not exist" in str(find_user_error(raised.value))
+    finally:
+        set_determinism(seed=None)
 
 
 def _repository_files() -> list[Path]:

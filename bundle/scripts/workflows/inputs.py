@@ -42,6 +42,7 @@ __all__ = [
     "is_nifti",
     "find_inputs",
     "input_source",
+    "FolderDatalist",
     "folder_datalist",
     "check_input_header",
     "LoadImageInput",
@@ -113,15 +114,45 @@ def input_source(item: Path | DicomSeries | str | os.PathLike) -> str | list[str
     return item.source if isinstance(item, DicomSeries) else os.fspath(item)
 
 
+class FolderDatalist(Sequence):
+    """Data-list items of every input of a folder (see :func:`find_inputs`), found when first used.
+
+    The folder is searched at the first ``len`` or item, that is when the run starts, not when the config is parsed
+    or instantiated: MONAI's property check and tools that load the config elsewhere (the model zoo's CI, MONAI
+    Label) never touch the default ``dataset_dir``. A missing or empty folder is then reported by the run.
+
+    Args:
+        dataset_dir: a folder, or a single NIfTI file, DICOM file or DICOM series folder.
+        image_key: key of the image in each item.
+        exclude: folders not to look into.
+    """
+
+    def __init__(
+        self, dataset_dir: str | os.PathLike, image_key: str = "image", exclude: Sequence[str | os.PathLike] = ()
+    ) -> None:
+        self.dataset_dir, self.image_key, self.exclude = dataset_dir, image_key, exclude
+        self._items: list[dict[str, Any]] | None = None
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """``{image_key: path or a series' files, "input": the Path or DicomSeries}`` per input."""
+        if self._items is None:
+            found = find_inputs(self.dataset_dir, self.exclude)
+            self._items = [{self.image_key: input_source(i), "input": i} for i in found]
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
 def folder_datalist(
     dataset_dir: str | os.PathLike, image_key: str = "image", exclude: Sequence[str | os.PathLike] = ()
-) -> list[dict[str, Any]]:
-    """Data-list items of every input of a folder (see :func:`find_inputs`).
-
-    Returns:
-        ``{image_key: path or a series' files, "input": the Path or DicomSeries}`` per input.
-    """
-    return [{image_key: input_source(i), "input": i} for i in find_inputs(dataset_dir, exclude)]
+) -> FolderDatalist:
+    """Data-list items of every input of a folder, searched when first used (see :class:`FolderDatalist`)."""
+    return FolderDatalist(dataset_dir, image_key, exclude)
 
 
 _PIXEL_TAGS = [
