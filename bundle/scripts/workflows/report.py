@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from ..atomic import remove_stale_temporaries, write_text_atomic
@@ -102,6 +103,9 @@ class RestorationReport:
       and its sha256;
     - ``figures/<method>_<task>_<n>.png``: LQ | restored | HQ | error of the first ``num_figures`` slices per task.
 
+    In a distributed run (``multi_gpu_evaluate.json``) each rank records its shard; the rows are gathered and rank 0
+    alone writes the report and the figures (of its shard's slices).
+
     Args:
         output_dir: report folder.
         method_name: row name of the evaluated network.
@@ -163,7 +167,8 @@ class RestorationReport:
         # the digest of the file as the run starts, when the loader has just read it
         if self.weights is not None:
             self._weights = {"path": os.fspath(self.weights.resolve()), "sha256": file_sha256(self.weights)}
-        remove_stale_temporaries(self.output_dir, recursive=True)
+        if _rank() == 0:
+            remove_stale_temporaries(self.output_dir, recursive=True)
 
     def record(self, engine: Engine) -> None:
         """Metrics of every method on the slices of this iteration, and their figures."""
@@ -177,7 +182,7 @@ class RestorationReport:
                 values = restoration_metrics(restored, label, task)
                 self.rows.append({"method": name, "task": task, "id": slice_id, **values})
             count = self._figures.get(task, 0)
-            if count < self.num_figures:
+            if count < self.num_figures and _rank() == 0:
                 self._figures[task] = count + 1
                 panel = restoration_panel(image, out["pred"], label, task)
                 save_png(panel, self.output_dir / "figures" / f"{_slug(self.method_name)}_{task}_{count}.png")
@@ -186,8 +191,14 @@ class RestorationReport:
         """Merge this run's rows into ``metrics.csv``, write ``metrics.md`` and log the table.
 
         Returns:
-            The Markdown table.
+            The Markdown table (empty on the ranks other than 0 of a distributed run, which write nothing).
         """
+        if dist.is_available() and dist.is_initialized():  # every rank's slices, in rank order
+            shards: list[list[dict[str, str | float]] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, self.rows)
+            self.rows = [row for shard in shards for row in shard or []]
+            if dist.get_rank() != 0:
+                return ""
         if not self.rows:
             raise RuntimeError("RestorationReport: no slice was evaluated.")
         csv_path = self.output_dir / "metrics.csv"
@@ -223,6 +234,10 @@ class RestorationReport:
         write_text_atomic(json.dumps(known, indent=2) + "\n", path)
         lines = [f"Weights of {m}: `{w.get('path')}`, sha256 `{w.get('sha256')}`  " for m, w in known.items()]
         return "\n".join(lines) + "\n\n"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _read_rows(path: Path) -> list[dict[str, str | float]]:
