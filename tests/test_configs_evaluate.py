@@ -3,7 +3,15 @@
 import csv
 import subprocess
 
-from _workflow_data import BUNDLE, bundle_command, demo_dir, identity_weights, tiny_network_config
+from _workflow_data import (
+    BUNDLE,
+    ONE_THREAD_ENV,
+    bundle_command,
+    demo_dir,
+    identity_weights,
+    run_side_by_side,
+    tiny_network_config,
+)
 from PIL import Image
 from scripts.ownership import mark_folder
 from scripts.weights import file_sha256
@@ -19,7 +27,7 @@ def test_evaluation_writes_table_csv_and_figures(tmp_path):
     ]  # fmt: skip
     result = subprocess.run(
         bundle_command("--config_file", "configs/evaluate.json", *options),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -62,7 +70,7 @@ def test_run_name_evaluates_that_runs_model_into_a_new_folder(tmp_path):
     ]  # fmt: skip
     result = subprocess.run(
         bundle_command("--config_file", "configs/evaluate.json", *options, "--run_name", "amir"),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(p.name for p in (runs / "amir").rglob("*")) == before  # nothing written into the run
@@ -72,17 +80,14 @@ def test_run_name_evaluates_that_runs_model_into_a_new_folder(tmp_path):
     rows = {line.split(" | ")[0]: line.split(" | ")[1:] for line in lines[4:]}
     assert rows["| AMIR"] == rows["| LQ input"]  # the identity weights of the run, not the shipped demo weights
 
-    for name, words in (("notes", "is not a training run of this bundle"), ("none", "is not a training run")):
-        result = subprocess.run(
-            bundle_command("--config_file", "configs/evaluate.json", *options, "--run_name", name),
-            cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {runs / name}: --run_name {name} {words}")
-    result = subprocess.run(
-        bundle_command("--config_file", "configs/evaluate.json", *options, "--output_dir", str(runs / "amir")),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    refusals = (("notes", "is not a training run of this bundle"), ("none", "is not a training run"))
+    evaluate = bundle_command("--config_file", "configs/evaluate.json", *options)
+    *refused, result = run_side_by_side(
+        [*([*evaluate, "--run_name", name] for name, _ in refusals), [*evaluate, "--output_dir", str(runs / "amir")]]
+    )
+    for (name, words), refusal in zip(refusals, refused, strict=True):
+        assert refusal.returncode == 1 and "Traceback" not in refusal.stderr
+        assert refusal.stderr.strip().splitlines()[-1].startswith(f"error: {runs / name}: --run_name {name} {words}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {runs / 'amir'} is a training run's folder")
     assert sorted(p.name for p in (runs / "amir").rglob("*")) == before

@@ -5,13 +5,12 @@ Function-level cases for every loader (inference/evaluation handler, export, ana
 """
 
 import os
-import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _workflow_data import BUNDLE, TINY_NETWORK, bundle_command, tiny_network_config
+from _workflow_data import BUNDLE, TINY_NETWORK, bundle_command, run_side_by_side, tiny_network_config
 from ignite.engine import Engine
 from scripts.errors import UserInputError
 from scripts.ownership import mark_folder
@@ -181,13 +180,14 @@ def test_inference_cli_refuses_every_bad_checkpoint(tmp_path):
     files["damaged"][0].write_bytes(_damaged(data, max(tiny.state_dict().values(), key=torch.numel)))
     torch.save({"model": Payload()}, files["code"][0])
     network_def = tiny_network_config(tmp_path / "tiny.json")
-    for name, (path, words) in files.items():
+    commands = [
+        bundle_command("--config_file", "configs/inference.json", "--dataset_dir", str(inputs), "--output_dir",
+                       str(tmp_path / f"out_{name}"), "--modality", "ct", "--ckpt_path", str(path),
+                       "--network_def", network_def)
+        for name, (path, _) in files.items()
+    ]  # fmt: skip
+    for (name, (path, words)), result in zip(files.items(), run_side_by_side(commands), strict=True):
         out = tmp_path / f"out_{name}"
-        result = subprocess.run(
-            bundle_command("--config_file", "configs/inference.json", "--dataset_dir", str(inputs), "--output_dir",
-                           str(out), "--modality", "ct", "--ckpt_path", str(path), "--network_def", network_def),
-            cwd=BUNDLE, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
         assert result.returncode == 1, (name, result.stderr[-2000:])
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and errors[0].startswith(f"error: {path}: ") and words in errors[0], (name, errors)
