@@ -101,11 +101,7 @@ def measure(name: str, task: str, checkpointing: bool, repeats: int) -> dict:
     matmul = matmul_flops()
     flops = counter.get_total_flops() if task.startswith("eval") else 3 * forward_flops
     result.update(
-        flops=flops,
-        seconds=seconds,
-        matmul_flops=matmul,
-        ratio=flops / seconds / matmul,
-        peak_rss_gib=peak_rss_gib(),
+        flops=flops, seconds=seconds, matmul_flops=matmul, ratio=flops / seconds / matmul, peak_rss_gib=peak_rss_gib()
     )
     return result
 

@@ -32,19 +32,9 @@ from monai.deploy.operators.monai_bundle_inference_operator import BundleConfigN
 
 if __package__ in (None, ""):  # run as a script (python deploy/app/app.py): make the sibling module importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from operators import (
-        BundleNetwork,
-        RestorationBundleInferenceOperator,
-        RestorationImageLoader,
-        RestorationWriter,
-    )
+    from operators import BundleNetwork, RestorationBundleInferenceOperator, RestorationImageLoader, RestorationWriter
 else:
-    from .operators import (
-        BundleNetwork,
-        RestorationBundleInferenceOperator,
-        RestorationImageLoader,
-        RestorationWriter,
-    )
+    from .operators import BundleNetwork, RestorationBundleInferenceOperator, RestorationImageLoader, RestorationWriter
 
 __all__ = ["MODALITY_ENV", "AMIRRestorationApp", "find_bundle", "main"]
 

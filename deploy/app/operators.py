@@ -29,12 +29,7 @@ from monai.deploy.core import ConditionType, Fragment, Image, Model, Operator, O
 from monai.deploy.operators.monai_bundle_inference_operator import DISALLOW_LOAD_SAVE, MonaiBundleInferenceOperator
 from monai.utils import MetaKeys
 
-__all__ = [
-    "BundleNetwork",
-    "RestorationImageLoader",
-    "RestorationBundleInferenceOperator",
-    "RestorationWriter",
-]
+__all__ = ["BundleNetwork", "RestorationImageLoader", "RestorationBundleInferenceOperator", "RestorationWriter"]
 
 logger = logging.getLogger(__name__)
 

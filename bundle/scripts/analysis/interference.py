@@ -83,10 +83,7 @@ class InterferenceResult:
             normalised: show the Uni-Perceiver-MoE form (blank where undefined) instead of the relative change.
         """
         values = self.normalised if normalised else self.relative
-        lines = [
-            "| step on \\ loss of | " + " | ".join(self.tasks) + " |",
-            "|---|" + "---|" * len(self.tasks),
-        ]
+        lines = ["| step on \\ loss of | " + " | ".join(self.tasks) + " |", "|---|" + "---|" * len(self.tasks)]
         for i, task in enumerate(self.tasks):
             cells = ["" if math.isnan(v) else (f"{v:.2f}" if normalised else f"{v:+.3e}") for v in values[i]]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")

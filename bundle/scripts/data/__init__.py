@@ -8,15 +8,7 @@ from .all_in_one import DATASETS, build_all_in_one_datalist, build_datalist, fin
 from .datasets import make_dataset, slice_items
 from .folder import build_folder_datalist, vary_by_default
 from .ixi import build_ixi_datalist, find_ixi_volumes
-from .loading import (
-    LoadSlice,
-    LoadSlicePairD,
-    LoadSlicePaird,
-    LoadSlicePairDict,
-    item_id,
-    item_seed,
-    read_slice,
-)
+from .loading import LoadSlice, LoadSlicePairD, LoadSlicePaird, LoadSlicePairDict, item_id, item_seed, read_slice
 from .mayo import MAYO_PATIENTS, MAYO_SPLIT, build_mayo_datalist, find_mayo_series, parse_mayo_series
 from .pet import build_pet_datalist, find_pet_entries, parse_drf
 from .slices import (

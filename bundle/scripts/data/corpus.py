@@ -43,14 +43,7 @@ from .loading import read_dicom_slice
 from .pairs import SlicePair
 from .slices import DataError, axis_family, inplane_target, orient_slice
 
-__all__ = [
-    "CorpusSource",
-    "SOURCES",
-    "BODY_DIAMETER_CM",
-    "SlicePair",
-    "corpus_pairs",
-    "source_path",
-]
+__all__ = ["CorpusSource", "SOURCES", "BODY_DIAMETER_CM", "SlicePair", "corpus_pairs", "source_path"]
 
 #: Water-equivalent diameter of the body around a targeted CT reconstruction (an adult trunk), cm.
 BODY_DIAMETER_CM = 32.0

@@ -102,10 +102,7 @@ def _keyed(series: Sequence[DicomSliceHeader], attr: str, name: str) -> list[Dic
 
 
 def pair_dicom_series(
-    hq: Sequence[DicomSliceHeader],
-    lq: Sequence[DicomSliceHeader],
-    pair_by: str = "auto",
-    tolerance: float = 0.05,
+    hq: Sequence[DicomSliceHeader], lq: Sequence[DicomSliceHeader], pair_by: str = "auto", tolerance: float = 0.05
 ) -> list[tuple[DicomSliceHeader, DicomSliceHeader]]:
     """Pair the slices of two series of one volume (e.g. full- and quarter-dose) by slice position or instance.
 

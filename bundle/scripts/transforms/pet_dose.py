@@ -61,13 +61,7 @@ def thin_counts(counts: np.ndarray, drf: float, rng: np.random.Generator | np.ra
     return rng.binomial(counts.astype(np.int64), 1.0 / drf).astype(np.int64)
 
 
-def osem(
-    counts: np.ndarray,
-    theta: np.ndarray,
-    support: np.ndarray,
-    iterations: int,
-    subsets: int,
-) -> np.ndarray:
+def osem(counts: np.ndarray, theta: np.ndarray, support: np.ndarray, iterations: int, subsets: int) -> np.ndarray:
     """Ordered-subsets expectation maximisation (Hudson & Larkin 1994) with skimage's radon / iradon.
 
     ``x <- x / s_b * A_b^T (y_b / A_b x)`` for each subset ``b`` of interleaved angles, with the
@@ -243,11 +237,7 @@ class SimulateLowDosePETd(SeededSimulationd):
     backend = SimulateLowDosePET.backend
 
     def __init__(
-        self,
-        keys: KeysCollection,
-        full_dose_key: str | None = None,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
+        self, keys: KeysCollection, full_dose_key: str | None = None, allow_missing_keys: bool = False, **kwargs: Any
     ) -> None:
         super().__init__(keys, SimulateLowDosePET(**kwargs), allow_missing_keys)
         if full_dose_key is not None and len(self.keys) != 1:

@@ -44,14 +44,7 @@ from ..atomic import DiskFullError, atomic_path, disk_full_cause, remove_stale_t
 from ..errors import UserInputError, find_user_error
 from ..weights import load_checkpoint
 
-__all__ = [
-    "save_atomic",
-    "saved_iteration",
-    "rng_state",
-    "set_rng_state",
-    "ResumableCheckpoint",
-    "BestCheckpoint",
-]
+__all__ = ["save_atomic", "saved_iteration", "rng_state", "set_rng_state", "ResumableCheckpoint", "BestCheckpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,7 @@ from tqdm import tqdm
 from ..data.dicom_series import read_dicom_header
 from ..data.headers import MAX_INPUT_VOXELS
 from ..data.loading import LoadSlice, is_nifti
-from ..data.slices import (
-    MIN_SIZE,
-    TASK_PLANES,
-    TASKS,
-    DataError,
-    checked_slice_axis,
-    load_nifti,
-)
+from ..data.slices import MIN_SIZE, TASK_PLANES, TASKS, DataError, checked_slice_axis, load_nifti
 
 __all__ = ["FileFacts", "file_facts", "check_training_data"]
 

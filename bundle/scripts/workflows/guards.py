@@ -75,11 +75,7 @@ class NonFiniteGuard:
     """
 
     def __init__(
-        self,
-        max_nonfinite_steps: int = 10,
-        evaluator: Engine | None = None,
-        task_key: str = "task",
-        id_key: str = "id",
+        self, max_nonfinite_steps: int = 10, evaluator: Engine | None = None, task_key: str = "task", id_key: str = "id"
     ) -> None:
         if max_nonfinite_steps < 0:
             raise ValueError(f"max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}.")

@@ -210,10 +210,7 @@ class TrainingProgress:
     """
 
     def __init__(
-        self,
-        num_iterations: int,
-        output_transform: Callable[[Any], Any] | None = None,
-        mininterval: float = 1.0,
+        self, num_iterations: int, output_transform: Callable[[Any], Any] | None = None, mininterval: float = 1.0
     ) -> None:
         self.num_iterations = int(num_iterations)
         self.output_transform = output_transform or from_engine(["loss"], first=True)
