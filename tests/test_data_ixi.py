@@ -62,10 +62,7 @@ def test_slice_axis_from_header_of_a_sagittally_stored_volume(tmp_path):
     assert [i["slice"] for i in items] == list(range(15, 25))
 
 
-@pytest.mark.parametrize(
-    "shape, match",
-    [((20, 24, 9, 3), "4-D image"), ((20, 8, 9), "smaller than 16 px")],
-)
+@pytest.mark.parametrize("shape, match", [((20, 24, 9, 3), "4-D image"), ((20, 8, 9), "smaller than 16 px")])
 def test_bad_volumes(tmp_path, shape, match):
     write_nifti(tmp_path / "IXI012-HH-0001-T2.nii.gz", np.ones(shape))
     with pytest.raises(DataError, match=rf"IXI012-HH-0001-T2\.nii\.gz.*{match}"):

@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _data_factories import coordinate_volume, make_mayo_tree, mri_slice_item, write_dicom_slice, write_nifti
-from scripts.data.loading import (
-    LoadSlice,
-    LoadSlicePaird,
-    item_seed,
-    read_dicom_slice,
-    read_nifti_slice,
-)
+from scripts.data.loading import LoadSlice, LoadSlicePaird, item_seed, read_dicom_slice, read_nifti_slice
 from scripts.data.mayo import build_mayo_datalist
 from scripts.data.slices import DataError
 from scripts.transforms import KSpaceCrop

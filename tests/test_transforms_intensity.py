@@ -6,13 +6,7 @@ import pytest
 import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
-from scripts.transforms import (
-    CT_METRIC_WINDOW,
-    MODALITY_WINDOWS,
-    IntensityWindow,
-    IntensityWindowd,
-    dicom_to_hu,
-)
+from scripts.transforms import CT_METRIC_WINDOW, MODALITY_WINDOWS, IntensityWindow, IntensityWindowd, dicom_to_hu
 
 
 def test_windows_are_those_of_the_released_code():

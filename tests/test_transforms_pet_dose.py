@@ -118,8 +118,7 @@ def test_types_shapes_and_input_not_modified():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [({"drf": 0.5}, "drf"), ({"total_counts": 0}, "total_counts"), ({"subsets": 300}, "subsets")],
+    ("kwargs", "match"), [({"drf": 0.5}, "drf"), ({"total_counts": 0}, "total_counts"), ({"subsets": 300}, "subsets")]
 )
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -191,8 +190,7 @@ def test_suv_admin_decay_correction_has_no_decay():
 
 
 @pytest.mark.parametrize(
-    "tag",
-    ["Units", "PatientWeight", "DecayCorrection", "RadionuclideTotalDose", "RadionuclideHalfLife", "StartTime"],
+    "tag", ["Units", "PatientWeight", "DecayCorrection", "RadionuclideTotalDose", "RadionuclideHalfLife", "StartTime"]
 )
 def test_suv_missing_tag_named(tag):
     ds = _pet_header()

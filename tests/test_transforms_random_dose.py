@@ -4,13 +4,7 @@ banks."""
 import _data_factories as factories
 import numpy as np
 import pytest
-from scripts.transforms import (
-    NoiseBank,
-    RandLowDoseCT,
-    RandLowDosePET,
-    SimulateLowDoseCT,
-    SimulateLowDosePET,
-)
+from scripts.transforms import NoiseBank, RandLowDoseCT, RandLowDosePET, SimulateLowDoseCT, SimulateLowDosePET
 
 PX_CM = 0.25  # 128 px of 0.25 cm: a 32 cm field of view, quick to simulate
 
