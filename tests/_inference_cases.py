@@ -10,7 +10,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _workflow_data import BUNDLE, bundle_command, dead_pid, identity_weights, tiny_network_config, write_nifti
+from _workflow_data import (
+    BUNDLE,
+    ONE_THREAD_ENV,
+    bundle_command,
+    dead_pid,
+    identity_weights,
+    tiny_network_config,
+    write_nifti,
+)
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -298,6 +306,7 @@ def run_inference(
         capture_output=True,
         text=True,
         timeout=300,
+        env=ONE_THREAD_ENV,
     )
 
 

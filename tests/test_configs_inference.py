@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 from _workflow_data import (
     BUNDLE,
+    ONE_THREAD_ENV,
     bundle_command,
     identity_weights,
     pet_attributes,
@@ -40,7 +41,7 @@ def test_folder_inference(tmp_path):
     # no --modality: the DICOM series says CT; the NIfTI files cannot say, and the broken file fails by name
     first = subprocess.run(
         bundle_command("--config_file", "configs/inference.json", *options),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV,
     )  # fmt: skip
     assert first.returncode == 1
     assert "broken.nii.gz: cannot be read as an image" in first.stdout
@@ -61,7 +62,7 @@ def test_folder_inference(tmp_path):
     kept = (out / "dicom" / "series_restored.nii.gz").read_bytes()
     second = subprocess.run(
         bundle_command("--config_file", "configs/inference.json", *options, "--modality", "ct"),
-        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV,
     )  # fmt: skip
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert (out / "dicom" / "series_restored.nii.gz").read_bytes() == kept
@@ -98,7 +99,7 @@ def test_dicom_series_to_dicom_and_low_resolution_mri(tmp_path):
         "--ckpt_path", str(weights), "--network_def", tiny_network_config(tmp_path / "tiny.json"),
         "--modality", "mri", "--mri_upsample", "4",
     )  # fmt: skip
-    run = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     # DICOM in, DICOM out (the default output_format auto): a derived series, read back by pydicom and ITK
@@ -128,5 +129,5 @@ def test_dicom_series_to_dicom_and_low_resolution_mri(tmp_path):
     np.testing.assert_allclose(fine.get_fdata(), band_limited((256, 256, 2), spacing=1.0, origin=-1.5), atol=0.5)
 
     # a second run keeps the series it wrote
-    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
     assert again.returncode == 0 and again.stdout.count("exists, kept") == 3, again.stdout[-3000:]

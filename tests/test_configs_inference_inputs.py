@@ -19,7 +19,7 @@ from _inference_cases import (
     write_series,
     written,
 )
-from _workflow_data import BUNDLE, bundle_command, identity_weights, tiny_network_config, write_nifti
+from _workflow_data import BUNDLE, ONE_THREAD_ENV, bundle_command, identity_weights, tiny_network_config, write_nifti
 
 
 def error_lines(result) -> list[str]:
@@ -119,7 +119,9 @@ def run_in_memory_limit(root, dataset_dir, options, output_dir, gib: int = 4):
         resource.setrlimit(resource.RLIMIT_AS, (gib * 2**30, gib * 2**30))
 
     command = bundle_command("--config_file", "configs/inference.json", *args)
-    return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    return subprocess.run(
+        command, cwd=BUNDLE, capture_output=True, text=True, timeout=300, preexec_fn=limit, env=ONE_THREAD_ENV
+    )
 
 
 def test_a_tiny_file_claiming_a_huge_image_is_refused_before_any_memory_is_taken(tmp_path):

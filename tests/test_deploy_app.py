@@ -47,6 +47,7 @@ def run_app(bundle: Path, source: Path, output: Path, *options: str) -> subproce
         pytest.fail(f"{DEPLOY_PYTHON} is missing: `bash run.sh test` sets up the Deploy SDK's environment there.")
     cmd = [str(DEPLOY_PYTHON), str(APP), "-i", str(source), "-o", str(output), "-m", str(bundle), *options]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLOSCAN_", "AMIR_MODALITY"))}
+    env["OMP_NUM_THREADS"] = "1"  # a tiny network: threads spinning on two shared cores cost more than they save
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=output.parent)
 
 
