@@ -61,7 +61,7 @@ def bad_files(folder, network: nn.Module) -> dict[str, tuple]:
     cases["empty"][0].write_bytes(b"")
     cases["truncated"][0].write_bytes(data[: len(data) // 2])
     cases["random"][0].write_bytes(np.random.default_rng(0).bytes(4096))
-    cases["damaged"][0].write_bytes(_damaged(data, network[0].weight))
+    cases["damaged"][0].write_bytes(_damaged(data, max(network.state_dict().values(), key=torch.numel)))
     torch.save({"model": Payload()}, cases["code"][0])
     torch.save([1, 2], cases["list"][0])
     torch.save(nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 1, 3)).state_dict(), cases["shape"][0])
@@ -162,23 +162,15 @@ def test_inference_cli_refuses_every_bad_checkpoint(tmp_path):
     nib.save(nib.Nifti1Image(image, np.diag([0.8, 0.8, 2.0, 1.0])), inputs / "ct.nii.gz")
     before = (inputs / "ct.nii.gz").read_bytes()
     tiny = AMIR(**{k: v for k, v in TINY_NETWORK.items() if k != "_target_"})
-    good = tmp_path / "tiny.pt"
-    torch.save(tiny.state_dict(), good)
-    data = good.read_bytes()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    # the file-level refusals (the shape and key cases are the network's, checked above)
     files = {
-        "missing": (tmp_path / "none.pt", "no such weights file"),
-        "empty": (tmp_path / "empty.pt", "is empty"),
-        "truncated": (tmp_path / "truncated.pt", "truncated"),
-        "random": (tmp_path / "random.pt", "not a checkpoint"),
-        "damaged": (tmp_path / "damaged.pt", "fails its CRC check"),
-        "code": (tmp_path / "code.pt", "refused for safety"),
-        "network_def": (BUNDLE / "models" / "model.pt", "do not fit the network"),
+        name: case
+        for name, case in bad_files(weights, tiny).items()
+        if name in ("missing", "empty", "truncated", "random", "damaged", "code")
     }
-    files["empty"][0].write_bytes(b"")
-    files["truncated"][0].write_bytes(data[: len(data) // 2])
-    files["random"][0].write_bytes(np.random.default_rng(1).bytes(4096))
-    files["damaged"][0].write_bytes(_damaged(data, max(tiny.state_dict().values(), key=torch.numel)))
-    torch.save({"model": Payload()}, files["code"][0])
+    files["network_def"] = (BUNDLE / "models" / "model.pt", "do not fit the network")
     network_def = tiny_network_config(tmp_path / "tiny.json")
     commands = [
         bundle_command("--config_file", "configs/inference.json", "--dataset_dir", str(inputs), "--output_dir",
