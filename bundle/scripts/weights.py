@@ -35,11 +35,8 @@ _PICKLE_START = b"\x80"  # a legacy (pre-zip) torch.save file starts with a pick
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file's bytes, as hex (the weights' identity in reports)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def run_weights(default: str | os.PathLike, runs_dir: str | os.PathLike, run_name: str | None = None) -> str:

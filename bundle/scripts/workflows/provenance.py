@@ -10,7 +10,6 @@ run (:class:`FileDigests`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any
 import nibabel as nib
 from monai.bundle import ConfigParser
 
+from ..weights import file_sha256
 from .runs import EQUIVALENT_NETWORK_ARGS
 
 __all__ = [
@@ -90,8 +90,7 @@ class FileDigests:
         stat = path.stat()
         key = (os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
         if key not in self._cache:
-            with open(path, "rb") as f:
-                self._cache[key] = hashlib.file_digest(f, "sha256").hexdigest()
+            self._cache[key] = file_sha256(path)
         return self._cache[key]
 
 
