@@ -74,6 +74,27 @@ def test_under_ddp_each_rank_draws_its_share_of_a_pass():
         TaskSampler(items, None, num_replicas=2, rank=2)
 
 
+def test_a_mix_share_of_every_batch_comes_from_the_other_tasks_items_as_the_seed_says():
+    items = [{"task": "mri"}] * 30 + [{"task": "ct", "source": "demo"}] * 2 + [{"task": "pet", "source": "demo"}] * 10
+    sampler = TaskSampler(items, None, seed=1, mix=0.25)
+    first, second = [i for i, _ in sampler], [i for i, _ in sampler]
+    assert len(sampler) == len(first) == 40 and sorted(i for i in first if i < 30) == list(range(30))
+    for batch in (first[k : k + 8] for k in range(0, 40, 8)):  # a quarter of each batch, evenly spread
+        assert sum(i >= 30 for i in batch) == 2
+    drawn = Counter(items[i]["task"] for _ in range(10) for i, _ in sampler if i >= 30)
+    assert drawn["ct"] / (drawn["ct"] + drawn["pet"]) == pytest.approx(0.5, abs=0.1)  # tasks equally, not slices
+    assert first == [i for i, _ in TaskSampler(items, None, seed=1, mix=0.25)] and first != second
+    assert first != [i for i, _ in TaskSampler(items, None, seed=2, mix=0.25)]
+    resumed = TaskSampler(items, None, seed=1, mix=0.25)
+    resumed.seek(1, 13)
+    assert [i for i, _ in resumed] == second[13:]
+    assert all(i < 30 for i, _ in TaskSampler(items, None, seed=1))  # no mix: the other items are never drawn
+    weighted = TaskSampler(items, {"mri": 1}, seed=1, mix=0.5)  # own weights need not name the other tasks
+    assert sum(i >= 30 for i, _ in weighted) == 30
+    with pytest.raises(ValueError, match=r"mix 1.0 is not in \[0, 1\)"):
+        TaskSampler(items, None, mix=1.0)
+
+
 def random_crops(num_workers: int) -> list[torch.Tensor]:
     data = [{"image": torch.arange(64.0).reshape(1, 8, 8) + 100 * i, "task": "mri"} for i in range(6)]
     dataset = Dataset(data, Compose([RandSpatialCropd("image", roi_size=(3, 3), random_size=False)]))

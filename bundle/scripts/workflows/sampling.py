@@ -23,7 +23,7 @@ from ..data.slices import limit_per_task
 
 __all__ = ["TaskSampler", "SeededDataset", "default_num_workers", "limit_per_task"]
 
-_ORDER, _DRAWS, _SEEDS = 0, 1, 2  # independent random streams of a pass
+_ORDER, _DRAWS, _SEEDS, _OTHER = 0, 1, 2, 3  # independent random streams of a pass
 
 
 def _generator(*entropy: int) -> torch.Generator:
@@ -41,19 +41,26 @@ class TaskSampler(Sampler[tuple[int, int]]):
     (``num_replicas`` given) each rank draws its share of a pass: disjoint slices of one shuffle (padded to an
     even split, as ``DistributedSampler`` does), or its own weighted draws.
 
+    With ``mix`` > 0, the items that carry a ``"source"`` (other tasks' items, :mod:`scripts.data.other_tasks`)
+    are not part of the pass above, which covers the training's own items: a share ``mix`` of the draws, evenly
+    spaced through the pass (so about that share of every batch), are drawn from them instead, with replacement,
+    each of their tasks equally often.
+
     Pass ``p`` depends only on ``(seed, p)`` (and the rank), and :meth:`seek` starts the next pass mid-way, so a
     resumed run draws exactly what the uninterrupted run would have. Each yielded item seed seeds the random
     transforms of that draw (:class:`SeededDataset`).
 
     Args:
         items: the training items (one per slice) with a ``"task"``.
-        task_weights: e.g. ``{"mri": 1, "ct": 1, "pet": 1}``; None for plain shuffling.
+        task_weights: e.g. ``{"mri": 1, "ct": 1, "pet": 1}`` (of the own items); None for plain shuffling.
         seed: seed of the draws.
         num_replicas: number of DDP processes; None when not distributed.
         rank: this process's rank, with ``num_replicas``.
+        mix: share of the draws from the items with a ``"source"``, in [0, 1); 0: those items are never drawn.
 
     Raises:
-        ValueError: no items; a task of the items has no positive weight; ``rank`` outside ``[0, num_replicas)``.
+        ValueError: no own items; a task of the items has no positive weight; ``rank`` outside
+            ``[0, num_replicas)``; ``mix`` outside [0, 1).
     """
 
     def __init__(
@@ -63,27 +70,39 @@ class TaskSampler(Sampler[tuple[int, int]]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int = 0,
+        mix: float = 0.0,
     ) -> None:
-        if not items:
+        if not 0.0 <= mix < 1.0:
+            raise ValueError(f"TaskSampler: mix {mix} is not in [0, 1).")
+        own = [i for i, item in enumerate(items) if not item.get("source")]
+        other = [i for i, item in enumerate(items) if item.get("source")]
+        if not own:
             raise ValueError("TaskSampler: there are no training items.")
         replicas = 1 if num_replicas is None else int(num_replicas)
         if not 0 <= rank < replicas:
             raise ValueError(f"rank {rank} is not in [0, {replicas}).")
+        self.own = torch.as_tensor(own)
         self.weights: torch.Tensor | None = None
         if task_weights is not None:
-            counts = Counter(item["task"] for item in items)
+            counts = Counter(items[i]["task"] for i in own)
             bad = [t for t in counts if not task_weights.get(t, 0) > 0]
             if bad:
                 raise ValueError(f"task_weights {dict(task_weights)} give no positive weight to tasks {bad}.")
-            weights = [task_weights[item["task"]] / counts[item["task"]] for item in items]
+            weights = [task_weights[items[i]["task"]] / counts[items[i]["task"]] for i in own]
             self.weights = torch.as_tensor(weights, dtype=torch.double)
-        self.num_items = len(items)
+        self.other = torch.as_tensor(other, dtype=torch.long)
+        if other:  # each task of the other data equally often, whatever its slice count
+            counts = Counter(items[i]["task"] for i in other)
+            self.other_weights = torch.as_tensor([1.0 / counts[items[i]["task"]] for i in other], dtype=torch.double)
+        self.num_items = len(own)
         self.num_replicas, self.rank, self.seed = replicas, int(rank), int(seed)
-        self.num_samples = math.ceil(self.num_items / replicas)
+        self.num_own = math.ceil(self.num_items / replicas)
+        self.num_other = round(self.num_own * mix / (1.0 - mix)) if other else 0
+        self.num_samples = self.num_own + self.num_other
         self.pass_index, self.start = 0, 0
 
     def __len__(self) -> int:
-        """Draws per pass for this rank."""
+        """Draws per pass for this rank (of the own items and, with ``mix``, of the others)."""
         return self.num_samples
 
     def seek(self, pass_index: int, position: int = 0) -> None:
@@ -97,15 +116,30 @@ class TaskSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"cannot seek to draw {position} of pass {pass_index} ({self.num_samples} per pass).")
         self.pass_index, self.start = int(pass_index), int(position)
 
-    def indices(self, pass_index: int) -> list[int]:
-        """This rank's item indices of pass ``pass_index``, in order."""
+    def own_indices(self, pass_index: int) -> torch.Tensor:
+        """This rank's own item indices of pass ``pass_index``, in order."""
         if self.weights is not None:
             draws = _generator(self.seed, pass_index, self.rank, _DRAWS)
-            return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=draws).tolist()
+            return self.own[torch.multinomial(self.weights, self.num_own, replacement=True, generator=draws)]
         order = torch.randperm(self.num_items, generator=_generator(self.seed, pass_index, _ORDER))
-        total = self.num_samples * self.num_replicas
+        total = self.num_own * self.num_replicas
         order = order.repeat(math.ceil(total / self.num_items))[:total]  # pad to an even split
-        return order[self.rank :: self.num_replicas].tolist()
+        return self.own[order[self.rank :: self.num_replicas]]
+
+    def indices(self, pass_index: int) -> list[int]:
+        """This rank's item indices of pass ``pass_index``, in order (the other items' draws evenly spaced)."""
+        own = self.own_indices(pass_index)
+        if not self.num_other:
+            return own.tolist()
+        draws = _generator(self.seed, pass_index, self.rank, _OTHER)
+        other = self.other[torch.multinomial(self.other_weights, self.num_other, replacement=True, generator=draws)]
+        # the j-th other draw at position floor((j + 1/2) * total / num_other): a share mix of any stretch of draws
+        spots = ((torch.arange(self.num_other) + 0.5) * self.num_samples / self.num_other).long()
+        is_other = torch.zeros(self.num_samples, dtype=torch.bool)
+        is_other[spots] = True
+        order = torch.empty(self.num_samples, dtype=torch.long)
+        order[is_other], order[~is_other] = other, own
+        return order.tolist()
 
     def item_seeds(self, pass_index: int) -> list[int]:
         """The seeds of the random transforms of this rank's draws of pass ``pass_index``."""
