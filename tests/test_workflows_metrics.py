@@ -106,6 +106,26 @@ def test_task_average_and_reported_names():
     assert engine.state.metrics["val_rmse_ct"] == result["val_rmse_ct"]
 
 
+def test_tasks_of_other_data_are_labelled_and_left_out_of_the_key_metric():
+    metric = RestorationMetrics(tasks=("mri",), sources={"mri": None, "ct": "demo", "pet": "demo"})
+    rng = np.random.default_rng(3)
+    images = {t: torch.tensor(rng.uniform(0, 8, (1, 24, 24))) for t in ("mri", "ct", "pet")}
+    images["ct"] = images["ct"] * 40 - 150
+    noisy = {t: x + (5.0 if t == "mri" else 1.0) for t, x in images.items()}
+    metric.update(([noisy[t] for t in images], list(images.values()), list(images)))
+    result = metric.compute()
+    assert result["val_psnr"] == result["val_psnr_mri"] and result["val_ssim"] == result["val_ssim_mri"]
+    for task in ("ct", "pet"):
+        assert result[f"demo_val_psnr_{task}"] == pytest.approx(
+            restoration_metrics(noisy[task], images[task], task)["psnr"]
+        )
+        assert f"val_psnr_{task}" not in result
+    only_other = RestorationMetrics(tasks=("mri",), sources={"ct": "demo"})
+    only_other.update(([noisy["ct"]], [images["ct"]], ["ct"]))
+    with pytest.raises(RuntimeError, match="no slices of the training's own tasks"):
+        only_other.compute()
+
+
 def test_reads_tasks_from_the_engine_batch():
     metric = RestorationMetrics(tasks=("pet",), prefix="")
     engine = Engine(lambda e, b: None)

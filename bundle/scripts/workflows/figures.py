@@ -8,7 +8,7 @@ soft-tissue window, MRI and PET from the HQ slice's minimum to its maximum; the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,8 @@ class TaskTripletsHandler(TensorBoardHandler):
         global_step_transform: maps the evaluator's epoch (the trainer's, under ``ValidationHandler``) to the
             logged step, e.g. ``lambda epoch: epoch * val_interval`` for iterations.
         task_key: key of the task in the batch.
+        sources: task -> label of the other data it is validated on (:mod:`scripts.data.other_tasks`), None for
+            the training's own; a labelled task's tag is ``{label}_{tag_prefix}_{task}``.
     """
 
     def __init__(
@@ -127,9 +129,11 @@ class TaskTripletsHandler(TensorBoardHandler):
         tag_prefix: str = "val",
         global_step_transform: Callable[[int], int] = lambda epoch: epoch,
         task_key: str = "task",
+        sources: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(summary_writer=summary_writer, log_dir=log_dir)
         self.tag_prefix = tag_prefix
+        self.labels = {task: f"{label}_" for task, label in (sources or {}).items() if label}
         self.global_step_transform = global_step_transform
         self.task_key = task_key
         self._first: dict[str, np.ndarray] = {}
@@ -157,7 +161,8 @@ class TaskTripletsHandler(TensorBoardHandler):
         """Log the collected panels."""
         step = self.global_step_transform(engine.state.epoch)
         for task, panel in self._first.items():
-            self._writer.add_image(f"{self.tag_prefix}_{task}", panel[None], step, dataformats="CHW")
+            tag = f"{self.labels.get(task, '')}{self.tag_prefix}_{task}"
+            self._writer.add_image(tag, panel[None], step, dataformats="CHW")
         self._writer.flush()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -103,6 +103,8 @@ class RestorationMetrics(Metric):
     When attached under ``name``, ``engine.state.metrics[name]`` holds ``{prefix}{key}`` (default: PSNR
     averaged over the tasks, the paper's model-selection metric) and every other value is added beside it:
     ``{prefix}psnr``, ``{prefix}ssim`` (averaged over tasks) and ``{prefix}{metric}_{task}`` for each task seen.
+    A task that ``sources`` labels (validated on other data than the training's, e.g. the demo set's) is reported
+    as ``{label}_{prefix}{metric}_{task}`` and left out of the averages, so the key metric is the trained tasks'.
 
     Args:
         tasks: task order, used to encode tasks for the gather; others raise.
@@ -111,6 +113,8 @@ class RestorationMetrics(Metric):
         output_transform: maps the engine output to ``(preds, targets)``.
         batch_transform: maps the engine batch to the tasks.
         device: where the metric accumulates (the gather's device in a distributed run).
+        sources: task -> label of the data its slices come from, None for the training's own data
+            (:func:`scripts.data.other_tasks.task_sources`); None: every task is the training's.
     """
 
     def __init__(
@@ -121,10 +125,12 @@ class RestorationMetrics(Metric):
         output_transform: Callable = _PRED_LABEL,
         batch_transform: Callable = _TASKS,
         device: str | torch.device = "cpu",
+        sources: Mapping[str, str | None] | None = None,
     ) -> None:
         if key not in ("psnr", "ssim"):
             raise ValueError(f"key must be 'psnr' or 'ssim', got {key!r}.")
-        self.tasks = tuple(tasks)
+        self.labels = {task: label for task, label in (sources or {}).items() if label}
+        self.tasks = tuple(dict.fromkeys([*tasks, *self.labels]))
         self.key = key
         self.prefix = prefix
         self.batch_transform = batch_transform
@@ -168,7 +174,7 @@ class RestorationMetrics(Metric):
         self.update((preds, targets, self.batch_transform(batch), ids))
 
     def compute(self) -> dict[str, float]:
-        """Average per task, then over the tasks present.
+        """Average per task, then over the tasks present of the training's own data.
 
         Returns:
             The reported names and values (see the class docstring).
@@ -184,12 +190,16 @@ class RestorationMetrics(Metric):
             selected = rows[rows[:, 0] == index, 1:]
             if selected.shape[0]:
                 per_task[task] = selected.mean(dim=0)
+        own = [means for task, means in per_task.items() if task not in self.labels]
+        if not own:
+            raise RuntimeError(f"RestorationMetrics: no slices of the training's own tasks (only of {self.labels}).")
         for name in ("psnr", "ssim"):
             column = METRIC_NAMES.index(name)
-            result[f"{self.prefix}{name}"] = float(torch.stack([v[column] for v in per_task.values()]).mean())
+            result[f"{self.prefix}{name}"] = float(torch.stack([means[column] for means in own]).mean())
         for task, means in per_task.items():
+            label = f"{self.labels[task]}_" if task in self.labels else ""
             for column, name in enumerate(METRIC_NAMES):
-                result[f"{self.prefix}{name}_{task}"] = float(means[column])
+                result[f"{label}{self.prefix}{name}_{task}"] = float(means[column])
         return result
 
     def completed(self, engine: Engine, name: str) -> None:
