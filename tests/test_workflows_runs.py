@@ -134,6 +134,19 @@ def test_resume_refuses_other_data_network_or_schedule_in_one_line(tmp_path):
     make_run(path, resume=True, **changes).prepare()
 
 
+def test_a_run_recorded_before_mix_demo_resumes_and_another_share_is_refused(tmp_path):
+    path = tmp_path / "a"
+    make_run(path).prepare()
+    save_checkpoint(path, 4)
+    record = json.loads((path / "run.json").read_text())
+    del record["settings"]["mix_demo"]  # as a run of an earlier version recorded it
+    (path / "run.json").write_text(json.dumps(record))
+    make_run(path, resume=True, mix_demo=0.0).prepare()
+    assert json.loads((path / "run.json").read_text())["settings"]["mix_demo"] == 0.0
+    with pytest.raises(UserInputError, match=r"data: mix_demo 0.0 \(now 0.25\)"):
+        make_run(path, resume=True, mix_demo=0.25).prepare()
+
+
 def test_resume_compares_folders_as_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_run(tmp_path / "a", dataset_dir="data").prepare()

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 RUN_KIND = "run"
 #: Ids of the training config that a resume must share with the run, by what they decide.
 RESUME_CHECKS: dict[str, tuple[str, ...]] = {
-    "data": ("dataset", "dataset_dir", "tasks", "modality", "task_weights"),
+    "data": ("dataset", "dataset_dir", "tasks", "modality", "task_weights", "mix_demo"),
     "network": ("network_def",),
     "schedule": ("learning_rate", "min_learning_rate", "batch_size", "patch_size", "gamma", "seed"),
     # the checkpoint holds a gradient scaler only for float16, and a weight average only with ema_decay
@@ -56,6 +56,8 @@ RESUME_CHECKS: dict[str, tuple[str, ...]] = {
     # the weights a fine-tuning started from, and what it trains
     "fine-tuning": ("init_ckpt", "freeze"),
 }
+#: The value a setting has when not given, as in the records of runs from before it existed (what they did).
+RECORDED_DEFAULTS: dict[str, Any] = {"mix_demo": 0.0}
 #: ``network_def`` arguments that change how the network computes, not what: they may differ on resume.
 EQUIVALENT_NETWORK_ARGS = ("gradient_checkpointing", "moe_dispatch")
 #: What MONAI's ``--tracking`` writes into ``output_dir`` before the run starts.
@@ -144,7 +146,7 @@ def executed_config() -> dict[str, Any] | None:
 
 def _normalized(key: str, value: Any) -> Any:
     """A setting as compared on resume: JSON types, absolute folders, network arguments that change the result."""
-    value = json.loads(json.dumps(value, default=str))
+    value = RECORDED_DEFAULTS.get(key) if value is None else json.loads(json.dumps(value, default=str))
     if (key.endswith("_dir") or key == "init_ckpt") and isinstance(value, str) and not value.startswith("$"):
         return os.path.abspath(os.path.expanduser(value))
     if key == "network_def" and isinstance(value, dict):
