@@ -39,9 +39,11 @@ def test_a_folder_gives_the_lacking_tasks_it_holds_and_a_folder_without_any_is_o
     items = other_tasks_datalist(MRI_ONLY, tmp_path / "site", "validation")
     assert items and all(i["task"] == "ct" and i[SOURCE_KEY] == "other" for i in items)
     assert task_sources(MRI_ONLY + items) == {"mri": None, "ct": "other"}
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"holds no sub-folder of the tasks the training data lacks \(ct, pet\)"):
-        other_tasks_datalist(MRI_ONLY, tmp_path / "empty")
+    with pytest.raises(DataError, match=r"holds no sub-folder of the tasks the training data lacks \(mri, pet\)"):
+        other_tasks_datalist([{"task": "ct"}], tmp_path / "site")
+    (tmp_path / "plain" / "images").mkdir(parents=True)
+    with pytest.raises(UserInputError, match="neither 'demo' nor a folder data set"):
+        other_source(tmp_path / "plain")  # no task sub-folder: refused before the run starts
     with pytest.raises(ValueError, match="several data sets"):
         task_sources([{"task": "ct"}, {"task": "ct", SOURCE_KEY: "demo"}])
 

@@ -42,19 +42,25 @@ def other_source(value: str | os.PathLike | None) -> str | None:
         ``"demo"``, the folder's absolute path, or None.
 
     Raises:
-        UserInputError: a path that is not a folder.
+        UserInputError: a path that is not a folder, or a folder without a task sub-folder (``mri/``, ``ct/``,
+            ``pet/``): refused before the run's folder is made.
     """
     if value is None or value is False or str(value).strip().lower() in _OFF:
         return None
     if str(value).strip().lower() == "demo":
         return "demo"
     folder = Path(os.path.expanduser(os.fspath(value)))
-    if not folder.is_dir():
+    if not folder.is_dir() or not _task_folders(folder):
         raise UserInputError(
             f"{value}: --val_other_tasks is neither 'demo' nor a folder data set (a folder of mri/, ct/, pet/ "
             "sub-folders); give one, or off to validate the trained tasks only"
         )
     return os.path.abspath(folder)
+
+
+def _task_folders(folder: Path) -> set[str]:
+    """The tasks ``folder`` has a sub-folder of (names compared case-insensitively, as the folder data set does)."""
+    return {p.name.lower() for p in folder.iterdir() if p.is_dir()} & set(TASKS)
 
 
 def mix_share(share: float | str | None) -> float:
@@ -118,7 +124,7 @@ def other_tasks_datalist(
     if source == "demo":
         found, label = build_datalist("demo", None, tasks, split), "demo"
     else:
-        present = {p.name.lower() for p in Path(source).iterdir() if p.is_dir()}
+        present = _task_folders(Path(source))
         tasks = [task for task in tasks if task in present]
         if not tasks:
             raise DataError(
