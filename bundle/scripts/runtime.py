@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 import re
 import warnings
@@ -21,7 +22,7 @@ import torch
 
 from .errors import UserInputError
 
-__all__ = ["KNOWN_NOISE", "configure_inference", "keep_freed_memory", "quiet_known_noise"]
+__all__ = ["KNOWN_NOISE", "configure_inference", "keep_freed_memory", "quiet_known_noise", "usable_cores"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,14 @@ KNOWN_NOISE: tuple[tuple[str, str], ...] = (
     ("monai.data.nvimgcodec_pydicom_plugin", "nvImageCodec is not available"),
     ("monai.data.image_reader", "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register"),
 )
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or ``taskset``'s share of the machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def keep_freed_memory() -> bool:
@@ -88,7 +97,8 @@ def configure_inference(
 
     Args:
         device: the inference device; the allocator is only changed for ``cpu``.
-        num_threads: intra-op threads of PyTorch (None or 0: PyTorch's default, one per core).
+        num_threads: intra-op threads of PyTorch (None or 0: PyTorch's default, one per core, at most
+            :func:`usable_cores`; ONNX Runtime gets the same number, :mod:`scripts.backends`).
         keep_memory: keep freed memory in the process on a CPU (:func:`keep_freed_memory`); ``"true"`` /
             ``"false"`` as typed on the command line are understood.
 
@@ -100,6 +110,8 @@ def configure_inference(
         if int(num_threads) < 1:
             raise UserInputError(f"num_threads must be a positive number of threads, got {num_threads}")
         torch.set_num_threads(int(num_threads))
+    elif torch.get_num_threads() > usable_cores():  # PyTorch counts the machine's cores, not this process's
+        torch.set_num_threads(usable_cores())
     kept = keep_freed_memory() if _flag(keep_memory, "keep_freed_memory") and device.type == "cpu" else False
     quiet_known_noise()
     settings = {"device": str(device), "threads": torch.get_num_threads(), "keep_freed_memory": kept}
