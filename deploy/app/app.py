@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python deploy/app -i <input> -o <output folder> -m bundle [--modality mri|ct|pet] [--overwrite]
-        [--output-format auto|nifti|dicom]
+        [--output-format auto|nifti|dicom] [--backend auto|torch|onnxruntime]
 
 ``<input>`` is a NIfTI file, a DICOM series folder, or a folder holding several of them (searched recursively,
 as the bundle's inference does). ``-m`` is the bundle folder (``configs/``, ``scripts/``, ``models/model.ts``
@@ -84,6 +84,7 @@ class AMIRRestorationApp(Application):
         modality: modality of every input (mri, ct, pet; DICOM's MR, CT, PT); None: the DICOM Modality tag.
         overwrite: replace existing outputs.
         output_format: ``"auto"`` (DICOM out for DICOM in, NIfTI out for NIfTI in), ``"nifti"`` or ``"dicom"``.
+        backend: the engine of the network, ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (None: the config's).
         kwargs: passed to ``Application``.
     """
 
@@ -93,9 +94,11 @@ class AMIRRestorationApp(Application):
         modality: str | None = None,
         overwrite: bool = False,
         output_format: str = "auto",
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.modality = modality
+        self.backend = backend
         self.overwrite = overwrite
         self.output_format = output_format
         self.sources: list[Path] = []
@@ -117,9 +120,11 @@ class AMIRRestorationApp(Application):
         bundle = find_bundle(app_context.model_path)
         if str(bundle) not in sys.path:  # the bundle's configs import its `scripts` package
             sys.path.insert(0, str(bundle))
+        from scripts.backends import check_backend
         from scripts.workflows import canonical_modality, find_inputs
 
         modality = canonical_modality(self.modality) if self.modality else None  # a clear error for a typo
+        backend = check_backend(self.backend) if self.backend else None
         sources = self.sources = find_inputs(input_path, exclude=[output_path])  # never its own outputs
         logger.info(f"bundle {bundle}; {len(sources)} input(s) under {input_path}; modality {modality or 'from DICOM'}")
         writer = self.writer = RestorationWriter(
@@ -135,6 +140,8 @@ class AMIRRestorationApp(Application):
         overrides = {"bundle_root": str(bundle)}
         if modality:
             overrides["modality"] = modality
+        if backend:
+            overrides["backend"] = backend
         # the SDK's model factory cannot load a bundle folder: give the operator the bundle's network
         app_context.models = BundleNetwork(bundle, overrides)
         loader = RestorationImageLoader(self, CountCondition(self, len(sources)), sources=sources, name="loader")
@@ -176,9 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modality", default=os.environ.get(MODALITY_ENV) or None)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--output-format", choices=["auto", "nifti", "dicom"], default="auto")
+    parser.add_argument("--backend", default=None)  # checked by the bundle: one error line for a wrong value
     own, rest = parser.parse_known_args(argv[1:])
     # Holoscan drops the first item (the interpreter) and gives the SDK's parser the rest, program name first.
     options = {"modality": own.modality, "overwrite": own.overwrite, "output_format": own.output_format}
+    options["backend"] = own.backend
     app = AMIRRestorationApp([sys.executable, argv[0], *rest], **options)
     try:
         app.run()

@@ -40,7 +40,8 @@ class BundleNetwork(Model):
     The SDK's model factory turns a bundle folder into a plain ``Model`` without a predictor, so the application
     puts this one in its ``AppContext`` instead. The weights are ``models/model.pt`` loaded into the config's
     ``network_def`` with the bundle's ``scripts.export.load_network`` (``weights_only=True``), or else the
-    TorchScript ``models/model.ts``.
+    TorchScript ``models/model.ts``. The network runs in the engine the config's ``backend`` says
+    (``scripts.backends``; ``model.ts`` runs in torch).
 
     Args:
         bundle: the bundle folder (on ``sys.path``, for its ``scripts`` package).
@@ -82,12 +83,30 @@ class BundleNetwork(Model):
             from scripts.export import load_network  # the bundle's loader (weights_only=True)
 
             network = load_network(weights, config, overrides=self.config_overrides, device=device)
+            network = self._with_backend(network, parser, weights, device)
         elif scripted.is_file():
             network = torch.jit.load(os.fspath(scripted), map_location=device).eval()
         else:
             raise FileNotFoundError(f"{bundle / 'models'} holds neither model.pt nor model.ts.")
         logger.info(f"loaded {weights if weights.is_file() else scripted} on {device}")
         return network
+
+    @staticmethod
+    def _with_backend(network: torch.nn.Module, parser: ConfigParser, weights: Path, device: Any) -> torch.nn.Module:
+        """``network`` run by the config's ``backend`` (``torch``, ``onnxruntime`` or ``auto``), as in
+        ``monai.bundle run``: the bundle's ``scripts.backends.BackendNetwork`` with the config's cache folder."""
+        from scripts.backends import BackendNetwork
+
+        return BackendNetwork(
+            network,
+            parser.get_parsed_content("backend"),
+            weights_path=weights,
+            cache_dir=parser.get_parsed_content("onnx_cache_dir"),
+            network_config=parser.get_parsed_content("backend_network#network_config"),  # the CLI's cache key
+            device=device,
+            amp=parser.get_parsed_content("amp"),
+            compile=False,  # load_network gives the eager network
+        )
 
 
 class RestorationImageLoader(Operator):
