@@ -45,8 +45,26 @@ def test_a_mismatch_on_the_first_slice_restores_with_torch(tiny, monkeypatch, ca
         expected = tiny[0](x)
     assert torch.equal(out, expected) and network.choice == "torch" and network.engine is tiny[0]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.startswith(f"{tiny[1] / 'w.pt'}: ONNX Runtime differs from PyTorch by 0.001 (> 0.0001)")
-    assert warning.endswith("using torch.")
+    assert (
+        warning
+        == f"{tiny[1] / 'w.pt'}: ONNX Runtime differs from PyTorch by 0.001 (> 0.0001) on a 24x20 slice; using torch."
+    )
+
+
+def test_each_new_slice_size_is_checked(tiny, monkeypatch, caplog, one_thread):
+    network = _backend(tiny)
+    small, large = torch.rand(1, 1, 24, 20), torch.rand(1, 1, 40, 36)
+    with torch.inference_mode():
+        assert (network(small) - tiny[0](small)).abs().max() <= 1e-4 and network.choice == "onnxruntime"
+        run = OnnxNetwork.__call__
+        monkeypatch.setattr(OnnxNetwork, "__call__", lambda self, y: run(self, y) + 1e-3)  # wrong from now on
+        assert torch.equal(network(small), run(network.engine, small) + 1e-3)  # a checked size: not checked again
+        with caplog.at_level(logging.WARNING):
+            assert torch.equal(network(large), tiny[0](large))  # a new size: checked, torch's output
+        assert network.choice == "torch" and torch.equal(network(small), tiny[0](small))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tiny[1] / 'w.pt'}: ONNX Runtime differs from PyTorch by 0.001 (> 0.0001) on a 40x36 slice; using torch."
+    ]
 
 
 def test_a_failed_export_restores_with_torch(tiny, tmp_path, monkeypatch, caplog, one_thread):

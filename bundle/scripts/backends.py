@@ -7,9 +7,11 @@
   ``amp`` or ``compile``, torch.
 
 With ``onnxruntime`` and ``auto`` the first call (the first slice) is run by both engines and their outputs are
-compared: a difference above :data:`CHECK_ATOL` (on the network's [0, 1] scale) is a warning naming the weights,
-and torch runs the rest; so is a failed export. The ONNX session is wrapped as a callable that takes and returns
-torch tensors, so MONAI's inferers and everything around them are unchanged.
+compared, and so is the first slice of every other size ONNX Runtime gets: a difference above :data:`CHECK_ATOL`
+(on the network's [0, 1] scale) is a warning naming the weights, and torch runs the rest; so is a failed export.
+(A routed network whose routers are close to ties, e.g. random weights on a large slice, can send a few pixels to
+other experts in the two engines: the check then keeps torch.) The ONNX session is wrapped as a callable that takes
+and returns torch tensors, so MONAI's inferers and everything around them are unchanged.
 
 ONNX Runtime gets the process's torch thread count as its intra-op threads (``scripts.runtime`` sets it to the
 cores this process may use), one inter-op thread, every graph optimisation and its CPU memory arena.
@@ -158,6 +160,7 @@ class BackendNetwork(nn.Module):
         self.network_config = json.loads(json.dumps(network_config, default=str))
         self.atol = float(atol)
         self.engine: Callable[..., torch.Tensor] | None = None  # None: chosen on the first call
+        self._checked: set[tuple[int, ...]] = set()  # slice sizes on which ONNX Runtime was checked
         self.choice = ""
         why_torch, warn = self._torch_only(torch.device(device), _flag(amp), _flag(compile))
         if why_torch:
@@ -195,7 +198,25 @@ class BackendNetwork(nn.Module):
             return self._first_call(x)
         if self.engine is self.network:
             return self.network(x, *args, **kwargs)
+        if tuple(x.shape[2:]) not in self._checked:  # a new slice size: checked as the first slice was
+            expected, got, diff, _, _ = self._compare(x, self.engine)
+            return got if self._agree(diff, x) else expected
         return self.engine(x)
+
+    def _compare(self, x: torch.Tensor, onnx: OnnxNetwork) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
+        """Both engines on ``x``: torch's output, ONNX Runtime's, their largest difference, and both times."""
+        expected, torch_s = _timed(self.network, x)
+        got, onnx_s = _timed(onnx, x)
+        return expected, got, float((got.float() - expected.float()).abs().max()), torch_s, onnx_s
+
+    def _agree(self, diff: float, x: torch.Tensor) -> bool:
+        """Whether ``diff`` is within the tolerance on a slice of ``x``'s size (else torch from now on)."""
+        size = "x".join(str(s) for s in x.shape[2:])
+        if not diff <= self.atol:  # NaN too
+            self._fall_back(f"ONNX Runtime differs from PyTorch by {diff:.3g} (> {self.atol:g}) on a {size} slice")
+            return False
+        self._checked.add(tuple(x.shape[2:]))
+        return True
 
     def _eager(self) -> nn.Module:
         return getattr(self.network, "_orig_mod", self.network)  # a compiled network's eager module
@@ -215,11 +236,8 @@ class BackendNetwork(nn.Module):
             self._fall_back(f"no ONNX model ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
             return self.network(x)
         logger.info(f"ONNX Runtime session in {created:.2f} s: {onnx.settings}")
-        expected, torch_s = _timed(self.network, x)
-        got, onnx_s = _timed(onnx, x)
-        diff = float((got.float() - expected.float()).abs().max())
-        if not diff <= self.atol:  # NaN too
-            self._fall_back(f"ONNX Runtime differs from PyTorch by {diff:.3g} (> {self.atol:g}) on the first slice")
+        expected, got, diff, torch_s, onnx_s = self._compare(x, onnx)
+        if not self._agree(diff, x):
             return expected
         shape = tuple(x.shape)
         times = f"onnxruntime {onnx_s:.3f} s, torch {torch_s:.3f} s per call of {shape}"
