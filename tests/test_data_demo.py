@@ -37,6 +37,24 @@ def write_user_files(folder: Path) -> None:
     (folder / "README.txt").write_text("my data")
 
 
+@pytest.fixture(scope="module")
+def limited_pairs() -> list:
+    """The slice pairs of a build of limit 1, version 1, simulated once (about 5 CPU-s: CT and PET simulation)."""
+    return list(demo_module._pairs(1, 1))
+
+
+@pytest.fixture
+def simulated_once(monkeypatch, limited_pairs):
+    """Builds of limit 1, version 1 write :func:`limited_pairs` rather than simulate them again: the tests that use
+    this check how folders are built, replaced and cleaned (the first test checks the simulated pairs' build)."""
+
+    def pairs(limit, version):
+        assert (limit, version) == (1, 1), "only the pairs of limit 1, version 1 are kept"
+        return iter(limited_pairs)
+
+    monkeypatch.setattr(demo_module, "_pairs", pairs)
+
+
 def test_limited_build_is_deterministic_reused_and_found_by_env(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AMIR_DEMO_DIR", str(tmp_path / "env_demo"))
     val = build_datalist("demo", None, split="val", limit=1, version=1)  # builds the missing set in $AMIR_DEMO_DIR
@@ -116,7 +134,7 @@ def test_a_folder_the_bundle_did_not_build_is_never_replaced(tmp_path):
     assert file.read_text() == "mine"
 
 
-def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path):
+def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path, simulated_once):
     empty = tmp_path / "demo"
     empty.mkdir()
     folder = build_demo_set(empty, limit=1, version=1)
@@ -126,7 +144,7 @@ def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path):
     assert (folder / "slices" / "mri_000_lq.nii.gz").is_file()
 
 
-def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path):
+def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path, simulated_once):
     folder = build_demo_set(tmp_path / "demo", limit=1, version=1)
     (folder / MARKER).unlink()  # as built before the marker existed
     stamp = (folder / "datalist.json").stat().st_mtime_ns
@@ -139,7 +157,7 @@ def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path):
     assert (folder / "notes.txt").read_text() == "a user's file"
 
 
-def test_what_a_killed_build_left_is_removed_and_nothing_else(tmp_path):
+def test_what_a_killed_build_left_is_removed_and_nothing_else(tmp_path, simulated_once):
     killed = tmp_path / f"{temporary_name('demo', dead_pid())}abc"  # killed before its rename
     running = tmp_path / f"{temporary_name('demo')}def"  # a build in progress (this process)
     unmarked = tmp_path / f"{temporary_name('demo', dead_pid())}ghi"  # named alike, but not the bundle's
