@@ -43,7 +43,7 @@ def test_a_mismatch_on_the_first_slice_restores_with_torch(tiny, monkeypatch, ca
     with caplog.at_level(logging.INFO), torch.inference_mode():
         out = network(x)
         expected = tiny[0](x)
-    assert torch.equal(out, expected) and network.choice == "torch" and network.engine is tiny[0]
+    assert torch.equal(out, expected) and network.choice == "torch"
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert (
         warning
@@ -58,7 +58,7 @@ def test_each_new_slice_size_is_checked(tiny, monkeypatch, caplog, one_thread):
         assert (network(small) - tiny[0](small)).abs().max() <= 1e-4 and network.choice == "onnxruntime"
         run = OnnxNetwork.__call__
         monkeypatch.setattr(OnnxNetwork, "__call__", lambda self, y: run(self, y) + 1e-3)  # wrong from now on
-        assert torch.equal(network(small), run(network.engine, small) + 1e-3)  # a checked size: not checked again
+        assert torch.equal(network(small), run(network.onnx, small) + 1e-3)  # a checked size: not checked again
         with caplog.at_level(logging.WARNING):
             assert torch.equal(network(large), tiny[0](large))  # a new size: checked, torch's output
         assert network.choice == "torch" and torch.equal(network(small), tiny[0](small))
@@ -88,9 +88,8 @@ def test_auto_chooses_an_engine_whose_output_matches(tiny, caplog, one_thread):
     with caplog.at_level(logging.INFO), torch.inference_mode():
         first, second = network(x), network(x)
         expected = tiny[0](x)
-    assert network.choice in ("torch", "onnxruntime")
-    assert network.engine is (tiny[0] if network.choice == "torch" else network.engine)
-    assert isinstance(network.engine, OnnxNetwork) == (network.choice == "onnxruntime")
+    assert network.choice in ("torch", "onnxruntime") and isinstance(network.onnx, OnnxNetwork)
+    assert set(network.state_dict()) == {f"network.{k}" for k in tiny[0].state_dict()}  # the network's, once
     assert (first - expected).abs().max() <= 1e-4 and (second - expected).abs().max() <= 1e-4
     (line,) = [r.getMessage() for r in caplog.records if "backend auto:" in r.getMessage()]
     assert line.startswith(f"backend auto: {network.choice} (ONNX Runtime matches PyTorch within")

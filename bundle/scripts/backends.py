@@ -159,12 +159,12 @@ class BackendNetwork(nn.Module):
         self.cache = OnnxCache(cache_dir)
         self.network_config = json.loads(json.dumps(network_config, default=str))
         self.atol = float(atol)
-        self.engine: Callable[..., torch.Tensor] | None = None  # None: chosen on the first call
+        self.choice = ""  # "torch" or "onnxruntime" once chosen (on the first call, unless torch is the only one)
+        self.onnx: OnnxNetwork | None = None
         self._checked: set[tuple[int, ...]] = set()  # slice sizes on which ONNX Runtime was checked
-        self.choice = ""
         why_torch, warn = self._torch_only(torch.device(device), _flag(amp), _flag(compile))
         if why_torch:
-            self.engine, self.choice = self.network, "torch"
+            self.choice = "torch"
             (logger.warning if warn else logger.info)(f"backend {self.backend}: torch ({why_torch})")
 
     def _torch_only(self, device: torch.device, amp: bool, compile: bool) -> tuple[str, bool]:
@@ -194,14 +194,14 @@ class BackendNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The network's output for ``x``, by the chosen engine (chosen on the first call)."""
-        if self.engine is None:
+        if not self.choice:
             return self._first_call(x)
-        if self.engine is self.network:
+        if self.choice == "torch":
             return self.network(x, *args, **kwargs)
         if tuple(x.shape[2:]) not in self._checked:  # a new slice size: checked as the first slice was
-            expected, got, diff, _, _ = self._compare(x, self.engine)
+            expected, got, diff, _, _ = self._compare(x, self.onnx)
             return got if self._agree(diff, x) else expected
-        return self.engine(x)
+        return self.onnx(x)
 
     def _compare(self, x: torch.Tensor, onnx: OnnxNetwork) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
         """Both engines on ``x``: torch's output, ONNX Runtime's, their largest difference, and both times."""
@@ -223,7 +223,7 @@ class BackendNetwork(nn.Module):
 
     def _fall_back(self, message: str) -> None:
         logger.warning(f"{self.weights_path}: {message}; using torch.")
-        self.engine, self.choice = self.network, "torch"
+        self.choice = "torch"
 
     def _first_call(self, x: torch.Tensor) -> torch.Tensor:
         """Export (or reuse) the ONNX model, check it against eager PyTorch on ``x``, choose the engine."""
@@ -241,10 +241,8 @@ class BackendNetwork(nn.Module):
             return expected
         shape = tuple(x.shape)
         times = f"onnxruntime {onnx_s:.3f} s, torch {torch_s:.3f} s per call of {shape}"
-        if self.backend == "auto" and onnx_s >= torch_s:
-            self.engine, self.choice = self.network, "torch"
-        else:
-            self.engine, self.choice = onnx, "onnxruntime"
+        self.onnx = onnx
+        self.choice = "torch" if self.backend == "auto" and onnx_s >= torch_s else "onnxruntime"
         logger.info(
             f"backend {self.backend}: {self.choice} (ONNX Runtime matches PyTorch within {diff:.2g} <= {self.atol:g}"
             f" on the first slice; {times})"
