@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _workflow_data import demo_dir
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.bundle.config_item import ConfigComponent, ConfigExpression
 from monai.bundle.reference_resolver import ReferenceResolver
@@ -229,11 +230,10 @@ def test_logging_conf_is_accepted(tmp_path, restore_logging):
 
 @pytest.fixture(scope="module")
 def small_inputs(tmp_path_factory) -> dict[str, Path]:
-    """A limited demo set (training) and a folder with one NIfTI image (inference)."""
-    from scripts.data.demo import build_demo_set
-
+    """The demo set (training; the tests' shared one: a limited set would be rebuilt in full by train.json, which
+    asks for all of it) and a folder with one NIfTI image (inference)."""
     tmp = tmp_path_factory.mktemp("props")
-    demo = build_demo_set(tmp / "demo", limit=1)
+    demo = demo_dir()
     images = tmp / "images"
     images.mkdir()
     nib.save(nib.Nifti1Image(np.full((24, 20, 2), 100.0, np.float32), np.eye(4)), str(images / "ct.nii.gz"))
