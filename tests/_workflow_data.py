@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -108,10 +109,16 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
 
 def demo_dir() -> Path:
-    """The demo data set (built once into its default cache folder, then reused)."""
+    """The demo data set (built once into its default cache folder, then reused).
+
+    Tests on several pytest-xdist workers call this at once: a lock on this file lets one build a missing set
+    while the others wait and then reuse it (two builds would replace the folder under the first one's readers).
+    """
     from scripts.data import build_demo_set
 
-    return build_demo_set()
+    with open(__file__) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return build_demo_set()
 
 
 def bundle_command(*args: str) -> list[str]:
