@@ -72,7 +72,8 @@ def test_nifti_with_modality_option(tiny_bundle, tmp_path):
     source.parent.mkdir()
     nib.save(nib.Nifti1Image(volume, affine), str(source))
     output = tmp_path / "out"
-    result = run_app(tiny_bundle, source, output, "--modality", "ct")
+    # torch, as bundle_restore: "auto" may choose ONNX Runtime (equal within 1e-4 of the window, its own test)
+    result = run_app(tiny_bundle, source, output, "--modality", "ct", "--backend", "torch")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     written = nib.load(str(output / "scan_restored.nii.gz"))
@@ -91,7 +92,9 @@ def test_dicom_series_modality_from_header(tiny_bundle, tmp_path):
     series.mkdir(parents=True)
     write_series(series, values=[900, 1000, 1100, 1200], offset=0, series_number=3, prefix="CT", size=24)
     output = tmp_path / "out"
-    result = run_app(tiny_bundle, series.parent, output, "--output-format", "nifti")  # the series is found inside
+    result = run_app(
+        tiny_bundle, series.parent, output, "--output-format", "nifti", "--backend", "torch"
+    )  # the series is found inside
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     written = nib.load(str(output / "ct_series_restored.nii.gz"))
