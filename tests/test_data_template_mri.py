@@ -6,7 +6,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from _workflow_data import demo_dir
-
 from scripts.data import corpus
 from scripts.data.folder import build_folder_datalist
 from scripts.data.template_mri import build_template_mri_folder
