@@ -15,7 +15,6 @@ A write that fails for want of space (no space left, quota exceeded, file size l
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import os
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserInputError
+from .errors import DISK_FULL_ERRNOS, UserInputError
 from .ownership import check_replaceable, folder_kind, mark_folder
 
 __all__ = [
@@ -49,8 +48,6 @@ __all__ = [
 TEMP_TAG = ".amir-tmp-"
 #: Age (seconds unchanged) after which a temporary whose writer cannot be checked from here counts as abandoned.
 STALE_AGE_S = 24 * 3600
-#: ``errno`` of a write that failed for want of space: no space left, quota exceeded, file size limit.
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _TEMPORARY = re.compile(
     r"^\..+" + re.escape(TEMP_TAG) + r"(?P<pid>\d+)-(?:(?P<origin>[0-9a-f]{12})-)?[A-Za-z0-9_]+(\.[A-Za-z0-9.]+)?$"
 )

@@ -8,10 +8,22 @@ instantiated or a transform applied ("Failed to instantiate ...", "applying tran
 
 from __future__ import annotations
 
+import errno
 import sys
+import threading
 from types import TracebackType
 
-__all__ = ["UserInputError", "find_user_error", "cli_excepthook", "install_cli_excepthook"]
+__all__ = [
+    "DISK_FULL_ERRNOS",
+    "UserInputError",
+    "find_user_error",
+    "cli_excepthook",
+    "thread_excepthook",
+    "install_cli_excepthook",
+]
+
+#: errno values of a write that failed for want of space (a full disk, a quota, a file size limit)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class UserInputError(ValueError):
@@ -41,6 +53,20 @@ def cli_excepthook(
     sys.stderr.write(f"error: {user_error}\n")
 
 
+def thread_excepthook(args: threading.ExceptHookArgs, default=threading.__excepthook__) -> None:
+    """``threading.excepthook``: a background writer (TensorBoard's) that meets a full disk is one warning line.
+
+    The main thread meets the same disk at its next write and reports it as one ``error:`` line with what to do;
+    a traceback from the writer thread would only bury that line. Anything else as usual.
+    """
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL_ERRNOS:
+        name = args.thread.name if args.thread is not None else "a background thread"
+        sys.stderr.write(f"warning: {name}: {args.exc_value.strerror} ({args.exc_value.filename})\n")
+        return
+    default(args)
+
+
 def install_cli_excepthook() -> None:
     """Make uncaught user errors one line (for the bundle's command line runs; a no-op for a second call)."""
     sys.excepthook = cli_excepthook
+    threading.excepthook = thread_excepthook
