@@ -82,9 +82,7 @@ def test_a_failed_export_restores_with_torch(tiny, tmp_path, monkeypatch, caplog
         x = torch.rand(1, 1, 24, 20)
         assert torch.equal(network(x), tiny[0](x))
     assert network.choice == "torch"
-    assert _warnings(caplog) == [
-        f"{tiny[1] / 'w.pt'}: no ONNX model (RuntimeError: cannot trace this); using torch."
-    ]
+    assert _warnings(caplog) == [f"{tiny[1] / 'w.pt'}: no ONNX model (RuntimeError: cannot trace this); using torch."]
 
 
 def test_auto_chooses_an_engine_whose_output_matches(tiny, caplog, one_thread):
