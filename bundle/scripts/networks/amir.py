@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Downsample, TransformerStage, Upsample
+from .blocks import Downsample, PointwiseConv2d, TransformerStage, Upsample
 from .routing import ChannelRoutingModule, RoutingInstructionNetwork, SpatialRoutingModule
 
 __all__ = ["AMIR", "Restormer"]
@@ -116,11 +116,11 @@ class AMIR(nn.Module):
         self.latent = stage(num_blocks[3], 8 * c, heads[3])
 
         self.up4_3 = Upsample(8 * c)
-        self.reduce_chan_level3 = nn.Conv2d(8 * c, 4 * c, 1, bias=bias)
+        self.reduce_chan_level3 = PointwiseConv2d(8 * c, 4 * c, bias=bias)
         self.crm_decoder_level3 = crm(4 * c)
         self.decoder_level3 = stage(num_blocks[2], 4 * c, heads[2])
         self.up3_2 = Upsample(4 * c)
-        self.reduce_chan_level2 = nn.Conv2d(4 * c, 2 * c, 1, bias=bias)
+        self.reduce_chan_level2 = PointwiseConv2d(4 * c, 2 * c, bias=bias)
         self.crm_decoder_level2 = crm(2 * c)
         self.decoder_level2 = stage(num_blocks[1], 2 * c, heads[1])
         self.up2_1 = Upsample(2 * c)
