@@ -1,8 +1,9 @@
 """CPU time of one restoration beside other CPU-bound jobs: what intra-op threads cost on a shared machine.
 
 Runs the paper AMIR (random weights) on one 256x256 slice, first alone, then beside 1 and 2 busy-loop processes
-(each takes a whole core), with 2 and 1 intra-op threads, and prints user / system CPU seconds and wall seconds
-per slice (``resource.getrusage``, the allocator kept as inference keeps it).
+(each takes a whole core), with 2 and 1 intra-op threads and with the inference config's default (``auto``: one
+thread per core found idle at start, :func:`scripts.runtime.threads_for_free_cores`), and prints user / system CPU
+seconds and wall seconds per slice (``resource.getrusage``, the allocator kept as inference keeps it).
 
 Usage (repository root, on an otherwise idle machine)::
 
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 from scripts.networks import AMIR  # noqa: E402
-from scripts.runtime import keep_freed_memory  # noqa: E402
+from scripts.runtime import free_cores, keep_freed_memory, threads_for_free_cores, usable_cores  # noqa: E402
 
 
 def per_slice(network: torch.nn.Module, x: torch.Tensor, threads: int, repeats: int) -> tuple[float, float, float]:
@@ -56,9 +57,12 @@ def main() -> None:
         loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
         try:
             time.sleep(1.0)
-            for threads in (2, 1):
-                user, system, wall = per_slice(network, x, threads, args.repeats)
-                print(f"| {busy} | {threads} | {user:.2f} | {system:.2f} | {wall:.2f} | {os.getloadavg()[0]:.1f} |")
+            free = free_cores()
+            for threads in (2, 1, "auto"):
+                n = threads_for_free_cores(free, usable_cores()) if threads == "auto" else threads
+                user, system, wall = per_slice(network, x, n, args.repeats)
+                shown = f"auto: {n} ({free:.2f} cores idle)" if threads == "auto" else threads
+                print(f"| {busy} | {shown} | {user:.2f} | {system:.2f} | {wall:.2f} | {os.getloadavg()[0]:.1f} |")
         finally:
             for loop in loops:
                 loop.kill()

@@ -3,14 +3,16 @@
 The allocator and warning filters are per process, so what changes them runs in a child process.
 """
 
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 from _workflow_data import BUNDLE
+from scripts import runtime
 from scripts.errors import UserInputError
-from scripts.runtime import configure_inference
+from scripts.runtime import configure_inference, free_cores, threads_for_free_cores, usable_cores
 
 # Allocates and frees a 64 MB tensor 20 times (as a forward does with its feature maps), after 10 times to reach a
 # steady state, and prints the minor page faults of the 20.
@@ -65,8 +67,30 @@ def test_library_noise_is_silenced_and_other_warnings_are_kept():
 
 def test_configure_inference_options():
     settings = configure_inference("cpu", num_threads=None, keep_memory="false")
+    free = settings.pop("free_cores")
     assert settings == {"device": "cpu", "threads": torch.get_num_threads(), "keep_freed_memory": False}
+    assert settings["threads"] == threads_for_free_cores(free, usable_cores())
+    assert configure_inference("cpu", num_threads=1, keep_memory=False)["free_cores"] is None  # as asked: no probe
     with pytest.raises(UserInputError, match="num_threads"):
         configure_inference("cpu", num_threads=-2)
     with pytest.raises(UserInputError, match="keep_freed_memory must be true or false"):
         configure_inference("cpu", keep_memory="maybe")
+
+
+def test_threads_follow_the_cores_found_idle():
+    assert [threads_for_free_cores(free, 2) for free in (0.0, 0.4, 1.0, 1.4, 1.6, 2.0)] == [1, 1, 1, 1, 2, 2]
+    assert threads_for_free_cores(7.9, 4) == 4 and threads_for_free_cores(None, 4) == 4  # no /proc/stat: all
+
+
+def test_free_cores_sums_the_idle_shares_of_this_process_cores(monkeypatch):
+    cores = sorted(os.sched_getaffinity(0))
+    real = runtime._cpu_times(set(cores))
+    assert real is not None and set(real) == set(cores)
+    assert all(0 <= idle <= total for idle, total in real.values())
+    assert 0.0 <= free_cores(0.05) <= len(cores) + 0.01
+    # one core busy throughout, the others idle: 100 ticks pass on each, idle 0 on the first
+    snapshots = iter([{c: (0, 0) for c in cores}, {c: (0 if c == cores[0] else 100, 100) for c in cores}])
+    monkeypatch.setattr(runtime, "_cpu_times", lambda wanted: next(snapshots))
+    assert free_cores(0.0) == pytest.approx(len(cores) - 1)
+    monkeypatch.setattr(runtime, "_cpu_times", lambda wanted: None)
+    assert free_cores(0.0) is None

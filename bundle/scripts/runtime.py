@@ -16,13 +16,22 @@ import logging
 import os
 import platform
 import re
+import time
 import warnings
 
 import torch
 
 from .errors import UserInputError
 
-__all__ = ["KNOWN_NOISE", "configure_inference", "keep_freed_memory", "quiet_known_noise", "usable_cores"]
+__all__ = [
+    "KNOWN_NOISE",
+    "configure_inference",
+    "free_cores",
+    "keep_freed_memory",
+    "quiet_known_noise",
+    "threads_for_free_cores",
+    "usable_cores",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +54,57 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _cpu_times(cores: set[int]) -> dict[int, tuple[int, int]] | None:
+    """(idle, total) jiffies of each of ``cores`` from ``/proc/stat``; None where it cannot be read (not Linux)."""
+    try:
+        lines = open("/proc/stat").read().splitlines()
+    except OSError:
+        return None
+    times = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            # user nice system idle iowait irq softirq steal (guest time is already in user)
+            ticks = [int(f) for f in fields[:8]]
+            times[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
+    return times or None
+
+
+def free_cores(interval: float = 0.25) -> float | None:
+    """How many of this process's cores (:func:`usable_cores`) were idle over the next ``interval`` seconds.
+
+    Returns:
+        The sum of their idle shares (2.0: two idle cores; 1.0: one core's worth busy); None where ``/proc/stat``
+        is not there.
+    """
+    try:
+        cores = os.sched_getaffinity(0)
+    except AttributeError:
+        return None
+    before = _cpu_times(cores)
+    time.sleep(interval)
+    after = _cpu_times(cores)
+    if before is None or after is None:
+        return None
+    free = 0.0
+    for core, (idle, total) in after.items():
+        if core in before and total > before[core][1]:
+            free += (idle - before[core][0]) / (total - before[core][1])
+    return free
+
+
+def threads_for_free_cores(free: float | None, usable: int) -> int:
+    """Intra-op threads for a process that finds ``free`` idle cores of its ``usable`` ones at start.
+
+    More threads than free cores share a core with another job: an OpenMP thread that waits at a barrier for a
+    descheduled peer spins, so the restoration costs more CPU time for no gain in wall time (measured beside one
+    busy core of two: 2 threads 10.2 CPU-s per slice, 1 thread 8.1, ``bench/shared_cpu.py``).
+    """
+    if free is None:
+        return usable
+    return max(1, min(usable, int(free + 0.5)))
 
 
 def keep_freed_memory() -> bool:
@@ -97,23 +157,35 @@ def configure_inference(
 
     Args:
         device: the inference device; the allocator is only changed for ``cpu``.
-        num_threads: intra-op threads of PyTorch (None or 0: PyTorch's default, one per core, at most
-            :func:`usable_cores`; ONNX Runtime gets the same number, :mod:`scripts.backends`).
+        num_threads: intra-op threads of PyTorch (None or 0: on a CPU, one per core found idle at start, at least
+            one and at most :func:`usable_cores`, :func:`threads_for_free_cores`; elsewhere PyTorch's default, at
+            most :func:`usable_cores`). ONNX Runtime gets the same number (:mod:`scripts.backends`).
         keep_memory: keep freed memory in the process on a CPU (:func:`keep_freed_memory`); ``"true"`` /
             ``"false"`` as typed on the command line are understood.
 
     Returns:
-        What is in effect: ``device``, ``threads``, ``keep_freed_memory``; it is also logged.
+        What is in effect: ``device``, ``threads``, ``free_cores`` (measured, or None), ``keep_freed_memory``; it
+        is also logged.
     """
     device = torch.device(device)
+    free = None
     if num_threads:
         if int(num_threads) < 1:
             raise UserInputError(f"num_threads must be a positive number of threads, got {num_threads}")
         torch.set_num_threads(int(num_threads))
+    elif device.type == "cpu":
+        free = free_cores()
+        torch.set_num_threads(threads_for_free_cores(free, usable_cores()))
     elif torch.get_num_threads() > usable_cores():  # PyTorch counts the machine's cores, not this process's
         torch.set_num_threads(usable_cores())
     kept = keep_freed_memory() if _flag(keep_memory, "keep_freed_memory") and device.type == "cpu" else False
     quiet_known_noise()
-    settings = {"device": str(device), "threads": torch.get_num_threads(), "keep_freed_memory": kept}
-    logger.info(f"inference on {settings['device']}, {settings['threads']} CPU threads, keep freed memory: {kept}")
+    settings = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "free_cores": free,
+        "keep_freed_memory": kept,
+    }
+    found = "" if free is None else f" ({free:.1f} of {usable_cores()} cores idle at start)"
+    logger.info(f"inference on {device}, {settings['threads']} CPU threads{found}, keep freed memory: {kept}")
     return settings
