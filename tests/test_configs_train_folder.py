@@ -123,7 +123,7 @@ def test_a_bad_folder_is_one_line_and_writes_nothing_there(site, runs, tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(errors) == 1
     assert errors[0].startswith(f"error: {bad / 'ct' / 'hq' / 'b.nii.gz'}: no file b.nii.gz in")
-    assert snapshot(bad) == before
+    assert snapshot(bad) == before and not (runs / "bad").exists()  # no run folder left behind either
 
 
 def test_degradation_levels_vary_by_default_on_a_high_quality_only_folder_only(site):

@@ -15,6 +15,7 @@ larger ``--num_iterations`` on resume extends the run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import functools
@@ -34,7 +35,7 @@ import torch.distributed as dist
 from monai.bundle import ConfigParser
 
 from ..atomic import write_text_atomic
-from ..errors import UserInputError
+from ..errors import UserInputError, find_user_error
 from ..ownership import MARKER, check_replaceable, folder_kind, mark_folder
 from ..weights import file_sha256
 from .checkpoints import saved_iteration
@@ -283,6 +284,16 @@ class TrainingRun:
             with contextlib.suppress(OSError):
                 self.path.rmdir()
 
+    def _discard_if_refused(self) -> None:
+        """At exit: remove the folder this process created if a user error ended the process (reported as one
+        ``error:`` line: bad data, weights or options found after the folder was made) before any checkpoint, so a
+        refused run leaves nothing behind."""
+        if find_user_error(getattr(sys, "last_value", None)) is None or any(self.path.glob("models/*.pt")):
+            return
+        if folder_kind(self.path) == RUN_KIND:
+            self.lock.release()
+            shutil.rmtree(self.path, ignore_errors=True)
+
     def check(self) -> None:
         """Raise :class:`~scripts.errors.UserInputError` if the run cannot start or resume as asked."""
         if self.init_ckpt is not None and not self.resume and not self.init_ckpt.is_file():
@@ -368,4 +379,6 @@ class TrainingRun:
         )
         write_text_atomic(json.dumps(self.config, indent=4) + "\n", self.path / self.config_name)
         write_text_atomic(json.dumps(record, indent=4, default=str) + "\n", self.record_path)
+        if self._created:
+            atexit.register(self._discard_if_refused)
         logger.info(f"{'Resuming' if self.resume else 'Training'} run {self.path}")
