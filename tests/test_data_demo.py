@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,15 @@ def test_empty_folder_is_built_and_a_marked_set_is_rebuilt(tmp_path, simulated_o
     folder = build_demo_set(empty, limit=1, version=1)
     assert folder_kind(folder) == "demo-set" and (folder / "datalist.json").is_file()
     (folder / "slices" / "mri_000_lq.nii.gz").unlink()  # an incomplete set of the bundle's own is rebuilt
-    build_demo_set(folder, limit=1, version=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same build, completed: nothing to say
+        build_demo_set(folder, limit=1, version=1)
     assert (folder / "slices" / "mri_000_lq.nii.gz").is_file()
+    datalist = json.loads((folder / "datalist.json").read_text())
+    (folder / "datalist.json").write_text(json.dumps({**datalist, "build": {"version": 1, "limit": 2}}))
+    said = r"rebuilding the demo set \(it holds version 1, limit 2; this needs version 1, limit 1\)"
+    with pytest.warns(UserWarning, match=said):
+        build_demo_set(folder, limit=1, version=1)  # a set of another build: replaced, and said so
 
 
 def test_demo_set_of_version_1_without_marker_is_adopted(tmp_path, simulated_once):

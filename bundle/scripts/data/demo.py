@@ -265,6 +265,14 @@ def _adopt_legacy(folder: Path) -> None:
         mark_folder(folder, DEMO_KIND)
 
 
+def _build_of(folder: Path) -> dict | None:
+    """The ``build`` record (version, limit) of the demo set in ``folder``; None if it has no readable one."""
+    try:
+        return json.loads((folder / DATALIST).read_text()).get("build")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _is_complete(folder: Path, limit: int | None, version: int = DEMO_VERSION) -> bool:
     try:
         datalist = json.loads((folder / DATALIST).read_text())
@@ -312,6 +320,13 @@ def build_demo_set(
     )
     if not force and folder_kind(out) == DEMO_KIND and _is_complete(out, limit, version):
         return out
+    built = _build_of(out) if folder_kind(out) == DEMO_KIND else None
+    if built is not None and built != {"version": version, "limit": limit}:
+        warnings.warn(
+            f"{out}: rebuilding the demo set (it holds version {built.get('version')}, limit {built.get('limit')}; "
+            f"this needs version {version}, limit {limit}).",
+            stacklevel=2,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out.parent)  # what a killed build left beside the set
     with atomic_folder(out, DEMO_KIND) as tmp:
