@@ -1,7 +1,8 @@
 """Why demo weights differ on clean MRI: the background level they restore, with and without Rician noise.
 
-The demo corpus gives its MNI152 T1 template slices Rician noise of std 60 (``scripts.data.corpus``), whose
-background floor is about 60 * sqrt(pi / 2) = 75 scanner units. This measures, on template slices between the
+Demo set version 2 gave its MNI152 T1 template slices Rician noise of std 60, whose background floor is about
+60 * sqrt(pi / 2) = 75 scanner units, and weights trained on it restore that floor on clean MRI too; version 3 draws
+each slice's std from 0 to 60 (``scripts.data.corpus``). This measures, on template slices between the
 corpus's training positions (axial, at 0.26 / 0.38 / 0.50 / 0.62 of the brain's extent), clean and with that
 noise, what each weights file restores from the 4x k-space crop: the mean of the restored background (where the
 clean template is 0), the RMSE there and inside the head, and the slice's PSNR (data range of the HQ slice).

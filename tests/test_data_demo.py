@@ -1,5 +1,5 @@
 """Tests of scripts.data.demo: offline, deterministic, atomic build of the demo set (version 1, the small set;
-version 2, the real-image corpus, is tested in test_data_corpus.py)."""
+version 3, the real-image corpus, is tested in test_data_corpus.py)."""
 
 from __future__ import annotations
 

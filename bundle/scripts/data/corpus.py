@@ -1,4 +1,4 @@
-"""The real-image demo corpus (demo set version 2): whole slices of real medical images that ship in PyPI packages.
+"""The real-image demo corpus (demo set version 3): whole slices of real medical images that ship in PyPI packages.
 
 Every slice is a whole slice at its native size (no crop), from a file read losslessly (uncompressed or lossless
 JPEG / JPEG 2000); each source file goes to one split only, for every task made from it (:data:`SOURCES`).
@@ -11,7 +11,8 @@ LQ images follow the paper's fixed recipes; training can draw other levels on th
   :func:`scripts.transforms.ct_simulation_args`).
 - MRI: real MR slices in scanner units (scaled to a peak of 3000 where they go past the MRI window), and the
   MNI152 2009 T1 template (nilearn) in three planes at several positions (scaled to a peak of 3000, with the Rician
-  noise of an acquisition, :data:`MNI_NOISE_STD`); LQ = 4x k-space crop (:class:`scripts.transforms.KSpaceCrop`).
+  noise of an acquisition, its std drawn per slice up to :data:`MNI_NOISE_STD`; version 2: that std on every
+  slice); LQ = 4x k-space crop (:class:`scripts.transforms.KSpaceCrop`).
 - PET: phantoms from real anatomy (no real PET image ships in these packages): FDG-like SUV 8 / 2 on the MNI152
   grey / white matter maps, and, for the other sources, activity proportional to the image intensity (peak SUV
   10) on a ~2 mm grid; HQ and LQ are the matched full-dose and DRF-12 reconstructions of
@@ -21,11 +22,13 @@ Kept out on purpose, never read: pydicom-data's ``explicit_VR-UN.dcm`` and every
 checks outside the project). Not used: lossy copies (``*_J2KI``, ``*_UNCI``: decoded lossy JPEG 2000), derived maps
 (``eCT_Supplemental.dcm``, a perfusion map), test patterns, radiographs, ultrasound and files without geometry.
 
-:func:`corpus_pairs` yields the slice pairs; :mod:`scripts.data.demo` writes them (``--version 2``).
+:func:`corpus_pairs` yields the slice pairs; :mod:`scripts.data.demo` writes them (``--version 3``;
+``--version 2`` the earlier build).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -43,15 +46,24 @@ from .loading import read_dicom_slice
 from .pairs import SlicePair
 from .slices import DataError, axis_family, inplane_target, orient_slice
 
-__all__ = ["CorpusSource", "SOURCES", "BODY_DIAMETER_CM", "SlicePair", "corpus_pairs", "source_path"]
+__all__ = [
+    "CorpusSource",
+    "SOURCES",
+    "BODY_DIAMETER_CM",
+    "SlicePair",
+    "corpus_pairs",
+    "source_path",
+    "template_noise_std",
+]
 
 #: Water-equivalent diameter of the body around a targeted CT reconstruction (an adult trunk), cm.
 BODY_DIAMETER_CM = 32.0
 MRI_PEAK = 3000.0  # MNI152 template (0..1) -> scanner-like units inside the MRI window 0..4095
-#: Rician noise std given to the MNI152 template's slices (2 % of its peak: white matter, ~0.8 of the peak, at an
-#: SNR of about 40, a clinical T1's order). The template averages 152 brains and has no noise; real acquisitions do,
-#: and a network trained on noise-free slices learns to wipe the noise of real ones away (measured: SSIM lost on
-#: real EPI slices).
+#: Largest Rician noise std given to the MNI152 template's slices (2 % of its peak: white matter, ~0.8 of the peak,
+#: at an SNR of about 40, a clinical T1's order). The template averages 152 brains and has no noise; real
+#: acquisitions do, and a network trained on noise-free slices learns to wipe the noise of real ones away (measured:
+#: SSIM lost on real EPI slices). Each slice draws its std from 0 to this (corpus version 3): at a fixed std the
+#: weights learned to restore its background floor (~75 units) on every MRI, a clean one too (model card).
 MNI_NOISE_STD = 0.02 * MRI_PEAK
 PET_GREY_SUV, PET_WHITE_SUV, PET_PEAK_SUV, PET_DRF, PET_PIXEL_MM = 8.0, 2.0, 10.0, 12.0, 2.0
 # fractions of the brain's extent along each plane's axis; the template is left-right symmetric, so sagittal
@@ -141,6 +153,20 @@ def source_path(source: CorpusSource) -> Path:
 
 def _seed(*parts: object) -> int:
     return zlib.crc32(repr(parts).encode())
+
+
+def template_noise_std(plane: str, fraction: float, drawn: bool = True) -> float:
+    """The Rician noise std of the template's MRI slice at ``plane`` / ``fraction``.
+
+    Args:
+        plane: ``axial``, ``coronal`` or ``sagittal``.
+        fraction: its position (one of :data:`MNI_POSITIONS`).
+        drawn: draw it uniformly from 0 to :data:`MNI_NOISE_STD`, seeded by the position (corpus version 3);
+            False: :data:`MNI_NOISE_STD` (version 2, the corpus of the 0.3.0 and 0.4.0 weights).
+    """
+    if not drawn:
+        return MNI_NOISE_STD
+    return float(MNI_NOISE_STD * np.random.default_rng(_seed("mni152 noise std", plane, fraction)).uniform())
 
 
 def _pair(source: CorpusSource, task: str, hq: np.ndarray, spacing: Sequence[float], **kwargs) -> SlicePair:
@@ -250,7 +276,7 @@ def _nifti_mr(source: CorpusSource, room: Room) -> Iterator[SlicePair]:
             yield _pair(source, "pet", *_activity_from_intensity(image, spacing), axcodes=codes, index=i)
 
 
-def _mni152(source: CorpusSource, room: Room) -> Iterator[SlicePair]:
+def _mni152(source: CorpusSource, room: Room, drawn_noise: bool = True) -> Iterator[SlicePair]:
     from nilearn.datasets import load_mni152_gm_template, load_mni152_template, load_mni152_wm_template
 
     positions = [(plane, fraction) for plane, fractions in MNI_POSITIONS.items() for fraction in fractions]
@@ -261,7 +287,8 @@ def _mni152(source: CorpusSource, room: Room) -> Iterator[SlicePair]:
             if not room("mri", source.split):
                 break
             image, spacing, codes = _volume_slice(volume, t1.affine, plane, fraction, volume > 0.1 * MRI_PEAK)
-            noise = RandRicianNoise(prob=1.0, std=MNI_NOISE_STD, sample_std=False, relative=False, dtype=np.float32)
+            std = template_noise_std(plane, fraction, drawn_noise)
+            noise = RandRicianNoise(prob=1.0, std=std, sample_std=False, relative=False, dtype=np.float32)
             noise.set_random_state(_seed(source.subject, plane, fraction))
             yield _pair(source, "mri", np.asarray(noise(image[None]))[0], spacing, axcodes=codes)
     if room("pet", source.split):
@@ -275,19 +302,21 @@ def _mni152(source: CorpusSource, room: Room) -> Iterator[SlicePair]:
             yield _pair(source, "pet", image, spacing, axcodes=codes, index=i)
 
 
-def _maker(source: CorpusSource) -> Callable[[CorpusSource, Room], Iterator[SlicePair]]:
+def _maker(source: CorpusSource, drawn_noise: bool) -> Callable[[CorpusSource, Room], Iterator[SlicePair]]:
     if source.subject == "mni152":
-        return _mni152
+        return functools.partial(_mni152, drawn_noise=drawn_noise)
     if source.tasks == ("ct",):
         return _ct
     return _nifti_mr if source.package == "nibabel" else _dicom_mr
 
 
-def corpus_pairs(limit: int | None = None) -> Iterator[SlicePair]:
+def corpus_pairs(limit: int | None = None, drawn_noise: bool = True) -> Iterator[SlicePair]:
     """The corpus's slice pairs, in :data:`SOURCES` order (deterministic: seeds come from the sources).
 
     Args:
         limit: at most this many slices per task and split (a quick partial corpus); None: all.
+        drawn_noise: the template's MRI slices draw their noise std (:func:`template_noise_std`); False: the fixed
+            std of corpus version 2.
 
     Raises:
         DataError: a source file is not installed.
@@ -299,6 +328,6 @@ def corpus_pairs(limit: int | None = None) -> Iterator[SlicePair]:
 
     for source in SOURCES:
         # the makers ask room() before computing a slice; a slice is counted when it comes out
-        for pair in _maker(source)(source, room):
+        for pair in _maker(source, drawn_noise)(source, room):
             counts[pair.task, pair.split] = counts.get((pair.task, pair.split), 0) + 1
             yield pair

@@ -1,8 +1,9 @@
 """The offline demo sets of the three tasks, built deterministically from images shipped inside packages.
 
-The demo set (version 2, :data:`DEMO_VERSION`, :mod:`scripts.data.corpus`) is the real-image corpus: whole real CT
+The demo set (version 3, :data:`DEMO_VERSION`, :mod:`scripts.data.corpus`) is the real-image corpus: whole real CT
 and MR slices from pydicom, pydicom-data and nibabel, the MNI152 template in three planes, PET phantoms on their
-anatomy, split by source image; its items also carry ``spacing`` (mm) and ``body_diameter_cm``, the geometry the
+anatomy, split by source image (version 2: the template's MRI slices all at one noise std, the corpus of
+the 0.3.0 and 0.4.0 weights); its items also carry ``spacing`` (mm) and ``body_diameter_cm``, the geometry the
 on-the-fly dose transforms need. The shipped weights are trained on it.
 
 Version 1 (``--version 1``) is the small set of the first release, quick to build, kept for quick checks:
@@ -66,11 +67,13 @@ __all__ = [
     "main",
 ]
 
-DEMO_VERSION = 2  # the version built by default; a cached set of another version is rebuilt
-CORPUS_VERSION = 2  # the real-image corpus (scripts.data.corpus)
+DEMO_VERSION = 3  # the version built by default; a cached set of another version is rebuilt
+CORPUS_VERSION = 3  # the real-image corpus (scripts.data.corpus); 2: its template slices at one noise std
 _DESCRIPTIONS = {
     1: "Tiny offline demo set (MNI152 MRI, pydicom CT, MNI152 PET phantom); see scripts/data/demo.py",
     2: "Real-image demo corpus (packaged CT / MR slices, MNI152, PET phantoms); see scripts/data/corpus.py",
+    3: "Real-image demo corpus (packaged CT / MR slices, MNI152 at drawn noise, PET phantoms); see "
+    "scripts/data/corpus.py",
 }
 DEMO_ENV = "AMIR_DEMO_DIR"
 DEFAULT_DEMO_DIR = Path("~/.cache/amir_bundle/demo")
@@ -218,10 +221,10 @@ def _write_nifti(array: np.ndarray, spacing: Sequence[float], axcodes: Sequence[
 
 
 def _pairs(limit: int | None, version: int) -> Iterator:
-    if version == CORPUS_VERSION:
-        from .corpus import corpus_pairs  # slow imports (nilearn, itk), only for this version
+    if version >= 2:
+        from .corpus import corpus_pairs  # slow imports (nilearn, itk), only for the corpus
 
-        return corpus_pairs(limit)
+        return corpus_pairs(limit, drawn_noise=version >= 3)
     return itertools.chain(_mri_pairs(limit), _ct_pairs(limit), _pet_pairs(limit))
 
 
@@ -293,7 +296,8 @@ def build_demo_set(
         out_dir: target folder; None: :func:`default_demo_dir`.
         force: rebuild even if a complete set is there.
         limit: at most this many slices per task and split (a quick partial set, e.g. for tests); None: all.
-        version: 1 (the small demo set) or 2 (the real-image corpus); None: :data:`DEMO_VERSION`.
+        version: 1 (the small demo set), 3 (the real-image corpus) or 2 (its earlier build); None:
+            :data:`DEMO_VERSION`.
 
     Returns:
         The folder, holding ``datalist.json`` and ``slices/``.
@@ -353,8 +357,8 @@ def build_demo_datalist(
         version: see :func:`build_demo_set`.
 
     Returns:
-        Items ``{"image": lq.nii.gz, "label": hq.nii.gz, "task": t, "subject": s}`` with absolute paths (version 2:
-        also ``spacing`` and ``body_diameter_cm``).
+        Items ``{"image": lq.nii.gz, "label": hq.nii.gz, "task": t, "subject": s}`` with absolute paths
+        (versions 2 and 3: also ``spacing`` and ``body_diameter_cm``).
     """
     folder = build_demo_set(dataset_dir, force=force, limit=limit, version=version)
     name = normalize_split(split)
@@ -374,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=f"target folder (default: ${DEMO_ENV} or {DEFAULT_DEMO_DIR})")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete set exists")
     parser.add_argument("--limit", type=int, default=None, help="at most N slices per task and split")
-    parser.add_argument("--version", type=int, default=None, help=f"1: small demo set, 2: real-image corpus "
-                        f"(default {DEMO_VERSION})")  # fmt: skip
+    parser.add_argument("--version", type=int, default=None, help=f"1: small demo set, 3: real-image corpus, 2: its "
+                        f"earlier build (default {DEMO_VERSION})")  # fmt: skip
     args = parser.parse_args(argv)
     print(build_demo_set(args.out, force=args.force, limit=args.limit, version=args.version))
     return 0
