@@ -1,16 +1,18 @@
 """The inference backends on this machine's CPU: the paper AMIR in PyTorch eager and in ONNX Runtime (the bundle's own
-export and session settings, ``scripts.backends``), per slice, by slice size and thread count.
+export and session settings, ``scripts.backends``) and compiled by ``torch.compile`` (inductor), per slice, by slice
+size and thread count.
 
 Each measurement runs in a fresh process (its peak resident memory is its own): the network (random weights, seed
 0: the time does not depend on them), for ONNX Runtime the cached export (``scripts.onnx_cache``; the first run
-exports, about 40 s) and its session, one warm-up call, then ``--repeats`` timed calls. Per call: wall time, and
-user and system CPU time of the process (``resource.getrusage``); the peak resident memory of the process after the
-calls; the load average of the machine before and after (it is shared). For ONNX Runtime the largest difference
-from eager PyTorch on the same input is computed after the peak memory is read.
+exports, about 40 s) and its session, one warm-up call (timed: for ``compiled`` the compilation), then
+``--repeats`` timed calls. Per call: wall time, and user and system CPU time of the process
+(``resource.getrusage``); the peak resident memory of the process after the calls; the load average of the machine
+before and after (it is shared). For ONNX Runtime and the compiled network the largest difference from eager
+PyTorch on the same input is computed after the peak memory is read.
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/backends.py                          # sizes 256 512, threads 1 2, both engines
+    .venv/bin/python bench/backends.py                          # sizes 256 512, threads 1 2, every engine
     .venv/bin/python bench/backends.py --sizes 256 --threads 2 --repeats 3
 """
 
@@ -31,7 +33,7 @@ import torch
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
-ENGINES = ("torch", "onnxruntime")
+ENGINES = ("torch", "compiled", "onnxruntime")  # compiled: torch.compile (inductor, C++ on a CPU)
 
 
 def _cpu() -> float:
@@ -53,11 +55,16 @@ def measure(engine: str, size: int, threads: int, repeats: int, weights: Path, c
     if not weights.is_file():
         torch.save(net.state_dict(), weights)
     net.load_state_dict(torch.load(weights, weights_only=True))
-    run = net if engine == "torch" else OnnxNetwork(OnnxCache(cache).model(net, weights, {"bench": "paper AMIR"}))
+    if engine == "onnxruntime":
+        run = OnnxNetwork(OnnxCache(cache).model(net, weights, {"bench": "paper AMIR"}))
+    else:
+        run = torch.compile(net) if engine == "compiled" else net
     x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))
     load_before = os.getloadavg()[0]
     with torch.inference_mode():
-        out = run(x)  # warm-up
+        start = time.perf_counter()
+        out = run(x)  # warm-up (for "compiled": the compilation)
+        first = time.perf_counter() - start
         walls, users, systems = [], [], []
         for _ in range(repeats):
             (u0, s0), t0 = _cpu(), time.perf_counter()
@@ -70,6 +77,7 @@ def measure(engine: str, size: int, threads: int, repeats: int, weights: Path, c
     result = {
         "engine": engine, "size": size, "threads": threads, "wall_s": min(walls), "user_s": min(users),
         "sys_s": min(systems), "peak_rss_gib": peak, "load_before": load_before, "load_after": os.getloadavg()[0],
+        "first_call_s": first,
     }  # fmt: skip
     if engine != "torch":
         with torch.inference_mode():
@@ -91,8 +99,9 @@ def main() -> None:
         engine, size, threads = args.child
         print(json.dumps(measure(engine, int(size), int(threads), args.repeats, weights, args.cache)))
         return
-    print("| size | engine | threads | wall s | user s | sys s | peak RSS GiB | max diff | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ("size", "engine", "threads", "wall s", "user s", "sys s", "first call s", "peak RSS GiB", "max diff")
+    print("| " + " | ".join(columns) + " | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for threads in args.threads:
             for engine in args.engines:
@@ -104,7 +113,7 @@ def main() -> None:
                 load = f"{r['load_before']:.1f}-{r['load_after']:.1f}"
                 print(
                     f"| {size}x{size} | {engine} | {threads} | {r['wall_s']:.2f} | {r['user_s']:.2f} | "
-                    f"{r['sys_s']:.2f} | {r['peak_rss_gib']:.2f} | {diff} | {load} |",
+                    f"{r['sys_s']:.2f} | {r['first_call_s']:.1f} | {r['peak_rss_gib']:.2f} | {diff} | {load} |",
                     flush=True,
                 )
 
