@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scripts.networks import AMIR, Restormer, convert_reference_state_dict
-from scripts.networks.blocks import MDTA, ChannelLayerNorm
+from scripts.networks.blocks import MDTA, ChannelLayerNorm, _row_norms
 from scripts.networks.routing import SpatialRoutingModule, cv_squared
+from torch.utils.flop_counter import FlopCounterMode
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 TINY = {"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1}
@@ -131,6 +132,28 @@ def test_mdta_against_explicit_attention(dim, heads, bias):
     x = torch.randn(2, dim, 10, 6)
     with torch.no_grad():
         torch.testing.assert_close(block(x), plain_mdta(block, x), atol=1e-5, rtol=1e-5)
+
+
+def test_mdta_row_norms_by_the_matrix_product_equal_vector_norm():
+    """On a CPU in float32 MDTA takes its q/k norms from the diagonal of q @ q^T (faster on the strided rows of a
+    channels-last map); same values and gradients as the reduction, on a large map too."""
+    x = torch.randn(1, 3 * 24, 96, 80).contiguous(memory_format=torch.channels_last).requires_grad_()
+    rows = x.reshape(1, 3, 2, 12, 96 * 80)[:, 0]  # the strided q view MDTA takes
+    got, want = _row_norms(rows), torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+    exact = torch.linalg.vector_norm(rows.double(), dim=-1, keepdim=True)
+    torch.testing.assert_close(got.double(), exact, atol=0, rtol=2e-6)  # float32 sums of 7,680 squares
+    grad_got, grad_want = (torch.autograd.grad(n.sum(), x)[0] for n in (got, want))
+    torch.testing.assert_close(grad_got, grad_want, atol=1e-7, rtol=1e-5)
+    with FlopCounterMode(display=False) as counter:
+        _row_norms(rows.detach())
+    assert counter.get_total_flops() == 2 * 12 * 12 * 96 * 80 * 2  # eager: the product ran
+    traced = torch.jit.trace(_row_norms, rows.detach())  # exported (traced): the plain reduction
+    kinds = {node.kind() for node in traced.graph.nodes()}
+    assert "aten::linalg_vector_norm" in kinds and "aten::matmul" not in kinds
+    block = MDTA(24, 2, bias=False)
+    with torch.no_grad():
+        y = torch.randn(1, 24, 96, 80).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(block(y), plain_mdta(block, y), atol=1e-5, rtol=1e-5)
 
 
 def plain_srm(srm: SpatialRoutingModule, x: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
