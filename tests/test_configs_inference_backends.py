@@ -67,7 +67,7 @@ def test_onnxruntime_restores_as_torch_exports_once_and_rebuilds_a_damaged_model
     written = model.stat().st_mtime_ns
 
     # the next run (auto) reuses the model, runs both engines on the first slice and says which it chose and why
-    again = _run(*options, "--output_dir", str(tmp_path / "auto"))
+    again = _run(*options, "--backend", "auto", "--output_dir", str(tmp_path / "auto"))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "(cached)" in again.stdout and "exporting" not in again.stdout and model.stat().st_mtime_ns == written
     choice = [line for line in again.stdout.splitlines() if "backend auto: " in line]
@@ -90,6 +90,6 @@ def test_unknown_backend_is_one_error_line(tmp_path):
     result = _run(*options, "--backend", "tensorrt", "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: backend 'tensorrt': use one of auto, torch, onnxruntime (--backend auto)"]
+    assert errors == ["error: backend 'tensorrt': use one of auto, torch, onnxruntime (--backend torch)"]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -1,10 +1,11 @@
 """Inference backends: the network runs in PyTorch (eager, or compiled) or in ONNX Runtime, chosen by ``backend``.
 
-- ``torch``: the network as it is.
+- ``torch`` (the configs' default): the network as it is.
 - ``onnxruntime``: the network exported to ONNX once per weights file (:class:`~scripts.onnx_cache.OnnxCache`),
   run by ONNX Runtime on the CPU.
-- ``auto`` (default): on a CPU, both are run on the first call and the faster one runs the rest; on a GPU, with
-  ``amp`` or ``compile``, torch.
+- ``auto``: on a CPU, both are run on the first call and the faster one runs the rest; on a GPU, with ``amp`` or
+  ``compile``, torch. (On this project's 2-core CPU the engines ran within 3 % of each other, so the first slice
+  run twice and ONNX Runtime's memory made ``auto`` the slower default per volume: ``bench/README.md``.)
 
 With ``onnxruntime`` and ``auto`` the first call (the first slice) is run by both engines and their outputs are
 compared, and so is the first slice of every other size ONNX Runtime gets: a difference above :data:`CHECK_ATOL`
@@ -57,7 +58,7 @@ def check_backend(backend: str) -> str:
     """
     value = str(backend).strip().lower()
     if value not in BACKENDS:
-        raise UserInputError(f"backend {backend!r}: use one of {', '.join(BACKENDS)} (--backend auto)")
+        raise UserInputError(f"backend {backend!r}: use one of {', '.join(BACKENDS)} (--backend torch)")
     return value
 
 
@@ -143,7 +144,7 @@ class BackendNetwork(nn.Module):
     def __init__(
         self,
         network: nn.Module,
-        backend: str = "auto",
+        backend: str = "torch",
         weights_path: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
         network_config: Any = None,
