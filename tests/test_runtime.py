@@ -65,12 +65,23 @@ def test_library_noise_is_silenced_and_other_warnings_are_kept():
     assert "nvImageCodec" not in quiet.stderr and "a warning the user must read" in quiet.stderr
 
 
-def test_configure_inference_options():
-    settings = configure_inference("cpu", num_threads=None, keep_memory="false")
-    free = settings.pop("free_cores")
-    assert settings == {"device": "cpu", "threads": torch.get_num_threads(), "keep_freed_memory": False}
-    assert settings["threads"] == threads_for_free_cores(free, usable_cores())
-    assert configure_inference("cpu", num_threads=1, keep_memory=False)["free_cores"] is None  # as asked: no probe
+def test_configure_inference_options(monkeypatch):
+    threads = torch.get_num_threads()  # this worker's, restored: the settings are the process's
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        settings = configure_inference("cpu", num_threads=None, keep_memory="false")
+        free = settings.pop("free_cores")
+        assert settings == {"device": "cpu", "threads": torch.get_num_threads(), "keep_freed_memory": False}
+        assert settings["threads"] == threads_for_free_cores(free, usable_cores())
+        assert configure_inference("cpu", num_threads=1, keep_memory=False)["free_cores"] is None  # as asked
+        # OMP_NUM_THREADS set (a scheduler's, a user's, the test workers'): PyTorch's count from it, no probe
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(runtime, "free_cores", lambda *args: float(usable_cores()))
+        torch.set_num_threads(1)
+        settings = configure_inference("cpu", keep_memory=False)
+        assert settings["threads"] == 1 and settings["free_cores"] is None
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(UserInputError, match="num_threads"):
         configure_inference("cpu", num_threads=-2)
     with pytest.raises(UserInputError, match="keep_freed_memory must be true or false"):

@@ -158,8 +158,9 @@ def configure_inference(
     Args:
         device: the inference device; the allocator is only changed for ``cpu``.
         num_threads: intra-op threads of PyTorch (None or 0: on a CPU, one per core found idle at start, at least
-            one and at most :func:`usable_cores`, :func:`threads_for_free_cores`; elsewhere PyTorch's default, at
-            most :func:`usable_cores`). ONNX Runtime gets the same number (:mod:`scripts.backends`).
+            one and at most :func:`usable_cores`, :func:`threads_for_free_cores`; where ``OMP_NUM_THREADS`` is set
+            (a scheduler's or the user's choice) or elsewhere, PyTorch's count, at most :func:`usable_cores`). ONNX
+            Runtime gets the same number (:mod:`scripts.backends`).
         keep_memory: keep freed memory in the process on a CPU (:func:`keep_freed_memory`); ``"true"`` /
             ``"false"`` as typed on the command line are understood.
 
@@ -173,7 +174,7 @@ def configure_inference(
         if int(num_threads) < 1:
             raise UserInputError(f"num_threads must be a positive number of threads, got {num_threads}")
         torch.set_num_threads(int(num_threads))
-    elif device.type == "cpu":
+    elif device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # else the count PyTorch took from it
         free = free_cores()
         torch.set_num_threads(threads_for_free_cores(free, usable_cores()))
     elif torch.get_num_threads() > usable_cores():  # PyTorch counts the machine's cores, not this process's
@@ -187,5 +188,7 @@ def configure_inference(
         "keep_freed_memory": kept,
     }
     found = "" if free is None else f" ({free:.1f} of {usable_cores()} cores idle at start)"
+    if free is None and not num_threads and os.environ.get("OMP_NUM_THREADS"):
+        found = f" (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
     logger.info(f"inference on {device}, {settings['threads']} CPU threads{found}, keep freed memory: {kept}")
     return settings
