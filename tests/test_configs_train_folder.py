@@ -1,4 +1,5 @@
-"""train.json and evaluate.json on a folder data set, fine-tuning the shipped demo weights (one tiny run shared)."""
+"""train.json, evaluate.json and analyze.json on a folder data set, fine-tuning the shipped demo weights (one tiny
+run shared)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,22 @@ def test_evaluate_on_the_folder_test_split(finetuned, site, tmp_path):
     assert {r["task"] for r in rows} == {"mri", "ct"}
     assert len({r["id"] for r in rows}) == 3 + 2  # the test split: one MRI volume of 3 slices, one CT series of 2
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["AMIR_ct_0.png", "AMIR_mri_0.png"]
+
+
+def test_analysis_of_the_fine_tuned_weights_on_the_folder(finetuned, site, tmp_path):
+    run, _ = finetuned
+    out, before = tmp_path / "analysis", snapshot(site)
+    result = run_cli(
+        "--config_file", "configs/analyze.json", "--dataset", "folder", "--dataset_dir", str(site),
+        "--tasks", "['mri','ct']", "--split", "test", "--ckpt_path", str(run / "models" / "model.pt"),
+        "--output_dir", str(out), "--max_per_task", "2", "--interference#batch_size", "1",
+        "--interference#num_batches", "1", "--interference#eval_slices", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with np.load(out / "instructions.npz", allow_pickle=False) as npz:
+        assert sorted(npz["task"]) == ["ct", "ct", "mri", "mri"] and npz["instruction"].shape == (4, 256)
+    assert "Slices analysed: 4 (mri 2, ct 2)" in (out / "report.md").read_text()
+    assert snapshot(site) == before
 
 
 def test_a_bad_folder_is_one_line_and_writes_nothing_there(site, runs, tmp_path):
