@@ -130,6 +130,26 @@ def test_analysis_of_the_fine_tuned_weights_on_the_folder(finetuned, site, tmp_p
     assert snapshot(site) == before
 
 
+def test_evaluating_non_finite_values_is_refused_before_any_output(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "eval"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        volume = rng.uniform(0, 500, (32, 32, 3))
+        volume[3, 3, 1] = np.nan if i == 1 else volume[3, 3, 1]
+        write_nifti(data / "mri" / f"s{i}.nii.gz", volume, np.eye(4))
+    result = run_cli(
+        "--config_file", "configs/evaluate.json", "--dataset", "folder", "--dataset_dir", str(data),
+        "--tasks", "['mri']", "--split", "all", "--output_dir", str(out), "--num_workers", "0",
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-2:] == [
+        "error: evaluation data: 1 problem(s); fix or remove these files (nothing was evaluated):",
+        f"  {data / 'mri' / 's1.nii.gz'}: 1 non-finite values (NaN or inf)",
+    ]
+    assert not out.exists()
+
+
 def test_a_bad_folder_is_one_line_and_writes_nothing_there(site, runs, tmp_path):
     bad = tmp_path / "bad"
     write_nifti(bad / "ct" / "hq" / "a.nii.gz", np.zeros((20, 20, 2)), np.eye(4))

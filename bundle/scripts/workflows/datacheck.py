@@ -111,6 +111,7 @@ def check_training_data(
     label_key: str = "label",
     what: str = "training data",
     max_voxels: int | None = MAX_INPUT_VOXELS,
+    consequence: str = "nothing was trained",
 ) -> int:
     """Check every item and file of a data list; raise one error listing every problem found.
 
@@ -121,6 +122,7 @@ def check_training_data(
         label_key: key of the HQ path.
         what: the data's name in the messages.
         max_voxels: the most voxels a file's header may claim (the configs' ``max_input_voxels``; None: no limit).
+        consequence: what the error says of the refused run.
 
     Returns:
         The number of files checked.
@@ -161,7 +163,7 @@ def check_training_data(
     problems = list(dict.fromkeys(problems))
     if problems:
         raise DataError(
-            f"{what}: {len(problems)} problem(s); fix or remove these files (nothing was trained):\n  "
+            f"{what}: {len(problems)} problem(s); fix or remove these files ({consequence}):\n  "
             + "\n  ".join(problems)
         )
     logger.info(f"Checked {what}: {len(items)} items, {len(facts)} files, {time.perf_counter() - start:.1f} s.")
