@@ -130,22 +130,24 @@ def test_analysis_of_the_fine_tuned_weights_on_the_folder(finetuned, site, tmp_p
     assert snapshot(site) == before
 
 
-def test_evaluating_non_finite_values_is_refused_before_any_output(tmp_path):
+@pytest.mark.parametrize("task, bad, split", [("mri", 1, "all"), ("ct", 0, "test")])
+def test_evaluating_non_finite_values_is_refused_before_any_output(tmp_path, task, bad, split):
+    """In the evaluated slices, or (CT, volume 0: the validation split) in those the classical baseline tunes on."""
     data, out = tmp_path / "data", tmp_path / "eval"
     rng = np.random.default_rng(0)
     for i in range(3):
         volume = rng.uniform(0, 500, (32, 32, 3))
-        volume[3, 3, 1] = np.nan if i == 1 else volume[3, 3, 1]
-        write_nifti(data / "mri" / f"s{i}.nii.gz", volume, np.eye(4))
+        volume[3, 3, 1] = np.nan if i == bad else volume[3, 3, 1]
+        write_nifti(data / task / f"s{i}.nii.gz", volume, np.eye(4))
     result = run_cli(
         "--config_file", "configs/evaluate.json", "--dataset", "folder", "--dataset_dir", str(data),
-        "--tasks", "['mri']", "--split", "all", "--output_dir", str(out), "--num_workers", "0",
+        "--tasks", f"['{task}']", "--split", split, "--output_dir", str(out), "--num_workers", "0",
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-2:] == [
         "error: evaluation data: 1 problem(s); fix or remove these files (nothing was evaluated):",
-        f"  {data / 'mri' / 's1.nii.gz'}: 1 non-finite values (NaN or inf)",
+        f"  {data / task / f's{bad}.nii.gz'}: 1 non-finite values (NaN or inf)",
     ]
     assert not out.exists()
 

@@ -3,7 +3,7 @@ kill-safe checkpoints, the evaluation report with its classical baselines and fi
 error handling, and for speed: plain-tensor batches, mixed precision and compilation as configuration, an EMA of
 the weights and the non-finite guard."""
 
-from .baselines import ClassicalBaseline, gaussian_denoise, kspace_bicubic, tune_parameter, tv_denoise
+from .baselines import ClassicalBaseline, gaussian_denoise, kspace_bicubic, tune_parameter, tuning_items, tv_denoise
 from .batches import PlainBatch, plain_tensor
 from .checkpoints import BestCheckpoint, ResumableCheckpoint, rng_state, save_atomic, saved_iteration, set_rng_state
 from .datacheck import check_training_data
@@ -53,6 +53,7 @@ __all__ = [
     "BestCheckpoint",
     "CheckInputd",
     "ClassicalBaseline",
+    "tuning_items",
     "DicomSeries",
     "DicomSeriesReader",
     "FolderInference",

@@ -38,6 +38,7 @@ __all__ = [
     "gaussian_denoise",
     "tv_denoise",
     "tune_parameter",
+    "tuning_items",
     "ClassicalBaseline",
 ]
 
@@ -167,6 +168,17 @@ def tune_parameter(
     return best, best_psnr
 
 
+def tuning_items(
+    datalist: Sequence[Mapping[Hashable, Any]], max_per_task: int | None = None
+) -> list[Mapping[Hashable, Any]]:
+    """The items :class:`ClassicalBaseline` tunes on: the first ``max_per_task`` of CT and of PET (MRI has no
+    parameter), so that a data check can read them before the evaluation starts."""
+    found: list[Mapping[Hashable, Any]] = []
+    for task in ("ct", "pet"):
+        found += [item for item in datalist if item.get("task") == task][:max_per_task]
+    return found
+
+
 class ClassicalBaseline:
     """The classical baseline row of the report: ``baseline(image, task) -> restored``.
 
@@ -209,9 +221,7 @@ class ClassicalBaseline:
 
     def tuning_pairs(self, task: str) -> list[Pair]:
         """The ``(LQ, HQ)`` tuning slices of a task, in physical units."""
-        items = [item for item in self.datalist if item.get("task") == task]
-        if self.max_per_task is not None:
-            items = items[: self.max_per_task]
+        items = [item for item in tuning_items(self.datalist, self.max_per_task) if item.get("task") == task]
         pairs = []
         for item in items:
             data = self.loader(item)
