@@ -16,7 +16,7 @@ import pydicom
 import pytest
 import torch
 from _data_factories import write_series
-from _workflow_data import TINY_ROUTED, tiny_routed_amir
+from _workflow_data import ONE_THREAD_ENV, TINY_ROUTED, bundle_command, tiny_routed_amir
 from monai.bundle import ConfigParser
 from scripts.export import load_network
 
@@ -64,6 +64,20 @@ def bundle_restore(bundle: Path, source: Path, modality: str | None) -> np.ndarr
     return np.asarray(parser.get_parsed_content("postprocessing")(data)["pred"][0])
 
 
+def assert_the_bundle_keeps(bundle: Path, inputs: Path, output: Path, target: Path, *options: str) -> None:
+    """``monai.bundle run`` over the application's output folder finds its outputs current, by their records."""
+    written = target.stat().st_mtime_ns if target.is_file() else sorted(p.stat().st_mtime_ns for p in target.iterdir())
+    result = subprocess.run(
+        bundle_command("--config_file", "configs/inference.json", "--dataset_dir", str(inputs), "--output_dir",
+                       str(output), "--backend", "torch", *options),
+        cwd=bundle, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"{target} exists, kept" in result.stdout + result.stderr
+    now = target.stat().st_mtime_ns if target.is_file() else sorted(p.stat().st_mtime_ns for p in target.iterdir())
+    assert now == written
+
+
 def test_nifti_with_modality_option(tiny_bundle, tmp_path):
     rng = np.random.default_rng(0)
     volume = (rng.normal(40.0, 120.0, (40, 36, 3)) + np.linspace(-300, 300, 36)[None, :, None]).astype(np.float32)
@@ -85,6 +99,7 @@ def test_nifti_with_modality_option(tiny_bundle, tmp_path):
     assert np.abs(restored - np.round(restored)).max() > 1e-2  # fractional HU survive
     assert np.abs(restored - volume).max() > 1.0  # the network changed the image
     np.testing.assert_allclose(restored, bundle_restore(tiny_bundle, source, "ct"), rtol=0, atol=1e-3)
+    assert_the_bundle_keeps(tiny_bundle, source.parent, output, output / "scan_restored.nii.gz", "--modality", "ct")
 
 
 def test_dicom_series_modality_from_header(tiny_bundle, tmp_path):
@@ -128,6 +143,7 @@ def test_dicom_series_to_dicom(tiny_bundle, tmp_path):
     restored, source = itk.imread(str(folder)), itk.imread(str(series))
     assert np.allclose(restored.GetOrigin(), source.GetOrigin())
     assert np.allclose(restored.GetSpacing(), source.GetSpacing())
+    assert_the_bundle_keeps(tiny_bundle, series.parent, output, folder)
 
 
 def test_nifti_without_modality_fails_clearly(tiny_bundle, tmp_path):

@@ -144,7 +144,15 @@ class AMIRRestorationApp(Application):
             overrides["backend"] = backend
         # the SDK's model factory cannot load a bundle folder: give the operator the bundle's network
         app_context.models = BundleNetwork(bundle, overrides)
-        loader = RestorationImageLoader(self, CountCondition(self, len(sources)), sources=sources, name="loader")
+        weights = bundle / "models" / "model.pt"  # what BundleNetwork loads (model.ts where it is missing)
+        loader = RestorationImageLoader(
+            self,
+            CountCondition(self, len(sources)),
+            sources=sources,
+            weights_path=weights if weights.is_file() else None,
+            settings=_pixel_settings(bundle, overrides),
+            name="loader",
+        )
         restore = RestorationBundleInferenceOperator(
             self,
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
@@ -156,8 +164,21 @@ class AMIRRestorationApp(Application):
             name="restore",
         )
         self.add_flow(loader, restore, {("image", "image")})
-        self.add_flow(loader, writer, {("source", "source")})
+        self.add_flow(loader, writer, {("source", "source"), ("record", "record")})
         self.add_flow(restore, writer, {("pred", "image")})
+
+
+def _pixel_settings(bundle: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The inference config's settings that change the pixels, with the application's overrides: what each
+    output's record holds, as ``monai.bundle run`` records them."""
+    from monai.bundle import ConfigParser
+    from scripts.workflows.provenance import config_settings
+
+    parser = ConfigParser()
+    parser.read_config(os.fspath(bundle / "configs" / "inference.json"))
+    for key, value in overrides.items():
+        parser[key] = value
+    return config_settings(parser=parser)
 
 
 def _user_error(error: BaseException) -> BaseException | None:

@@ -110,25 +110,41 @@ class BundleNetwork(Model):
 
 
 class RestorationImageLoader(Operator):
-    """Emit the inputs one per call: the image (channel first, with its metadata) and its source path.
+    """Emit the inputs one per call: the image (channel first, with its metadata), its source path and its record.
 
     Schedule it with ``CountCondition(fragment, len(sources))``.
 
     Named outputs:
         image: ``Image`` holding a float32 ``(1, X, Y[, Z])`` array and MONAI's metadata (affine, source path).
         source: the input (a NIfTI ``Path`` or the bundle's ``DicomSeries``).
+        record: what its output is made from (the bundle's ``source_record``: input and weights sha256, the
+            settings), taken before the input is read, as ``monai.bundle run`` does, and stored with the output.
 
     Args:
         fragment: the application.
         sources: the inputs the bundle's ``find_inputs`` found (NIfTI files, DICOM series), in processing order.
+        weights_path: the weights file the network was loaded from (None: unknown).
+        settings: the inference config's settings that change the pixels (the bundle's ``config_settings``).
     """
 
-    def __init__(self, fragment: Fragment, *args: Any, sources: Sequence[Any], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args: Any,
+        sources: Sequence[Any],
+        weights_path: str | os.PathLike | None = None,
+        settings: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not sources:
             raise ValueError("RestorationImageLoader needs at least one input.")
         from scripts.workflows import LoadImageInput  # the bundle's loader (its folder is on sys.path by now)
+        from scripts.workflows.provenance import FileDigests
 
         self.sources = [s if hasattr(s, "files") else Path(s) for s in sources]
+        self.weights_path = weights_path
+        self.settings = dict(settings or {})
+        self._digests = FileDigests()
         self._next = 0
         # DICOM goes to the bundle's checked series reader alone (LoadImage given a reader falls back to others)
         self._load = LoadImageInput(image_only=True, ensure_channel_first=True)
@@ -137,6 +153,7 @@ class RestorationImageLoader(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         spec.output("image")
         spec.output("source")
+        spec.output("record")
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         if self._next >= len(self.sources):
@@ -144,8 +161,10 @@ class RestorationImageLoader(Operator):
         source = self.sources[self._next]
         self._next += 1
         from scripts.workflows import input_source  # a NIfTI path, or a DICOM series' files in slice order
+        from scripts.workflows.inference import source_record
 
         try:
+            record = source_record(source, self.weights_path, self.settings, self._digests)
             image = self._load(input_source(source))
         except Exception as e:
             raise RuntimeError(f"{source}: cannot be read as NIfTI or a DICOM series: {e}") from e
@@ -155,6 +174,7 @@ class RestorationImageLoader(Operator):
         logger.info(f"loaded {source}: shape {tuple(image.shape)}")
         op_output.emit(Image(image.as_tensor().numpy().astype(np.float32, copy=False), metadata=meta), "image")
         op_output.emit(source, "source")
+        op_output.emit(record, "record")
 
 
 class RestorationBundleInferenceOperator(MonaiBundleInferenceOperator):
@@ -215,6 +235,8 @@ class RestorationWriter(Operator):
     Named inputs:
         image: the restoration ``Image`` from :class:`RestorationBundleInferenceOperator`.
         source: the source path from :class:`RestorationImageLoader`.
+        record: its record from :class:`RestorationImageLoader`, stored with the output as the bundle stores it
+            (so that ``monai.bundle run`` keeps a current output and redoes a stale one).
 
     Args:
         fragment: the application.
@@ -254,6 +276,7 @@ class RestorationWriter(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("image")
         spec.input("source").condition(ConditionType.MESSAGE_AVAILABLE)
+        spec.input("record").condition(ConditionType.MESSAGE_AVAILABLE)
 
     def writes_dicom(self, source: Any) -> bool:
         """Whether the restoration of ``source`` is written as a DICOM series (see ``output_format``)."""
@@ -314,6 +337,7 @@ class RestorationWriter(Operator):
 
         image = op_input.receive("image")
         source = op_input.receive("source")
+        record = op_input.receive("record")
         source = source if isinstance(source, DicomSeries) else Path(source)
         meta = dict(image.metadata())
         affine = meta.pop(MetaKeys.AFFINE, None)
@@ -328,10 +352,10 @@ class RestorationWriter(Operator):
             if not isinstance(source, DicomSeries):
                 raise ValueError(f"{source}: --output-format dicom needs a DICOM series; use auto or nifti.")
             task = series_task(read_series_headers(source.files[:1]), self.modality)
-            write_dicom_series(pred, source.files, target, task=task, overwrite=self.overwrite)
+            write_dicom_series(pred, source.files, target, task=task, overwrite=self.overwrite, record=record)
         else:
             if target.exists() and not self.overwrite:
                 raise FileExistsError(f"{target} exists; remove it or pass --overwrite.")
-            FolderInference.write(pred, target)
+            FolderInference.write(pred, target, record)
         self.written.append(target)
         logger.info(f"{source} -> {target}")

@@ -30,7 +30,7 @@ from .naming import check_inside, check_writable, output_name
 from .outputs import check_finite_result, output_record, output_status, write_restoration
 from .provenance import FileDigests, make_record, read_series_record, record_differences
 
-__all__ = ["SliceWiseInferer", "output_name", "FolderInference"]
+__all__ = ["SliceWiseInferer", "output_name", "source_record", "FolderInference"]
 
 
 class SliceWiseInferer(Inferer):
@@ -112,6 +112,33 @@ def _message(error: BaseException, name: str) -> str:
         text = f"{error}" if str(error).startswith(name) else f"{name}: failed: {type(error).__name__}: {error}"
     text = " ".join(text.split())  # ITK's messages span lines
     return text if len(text) <= 400 else text[:397] + "..."
+
+
+def source_record(
+    source: Path | DicomSeries,
+    weights_path: str | os.PathLike | None,
+    settings: Mapping[str, Any],
+    digests: FileDigests | None = None,
+) -> dict[str, Any]:
+    """What the output of ``source`` is made from: the input files' and weights' sha256, and the settings, with
+    ``modality`` as the task the input is restored as (a DICOM header's MR / CT / PT wins over the option).
+
+    Args:
+        source: a NIfTI file or a DICOM series.
+        weights_path: the weights file (None: unknown).
+        settings: the settings that change the pixels (:func:`~scripts.workflows.provenance.config_settings`).
+        digests: the run's cache of file digests.
+
+    Returns:
+        The record (:func:`~scripts.workflows.provenance.make_record`).
+    """
+    files = source.files if isinstance(source, DicomSeries) else (source,)
+    if "modality" in settings:
+        tag = source.modality if isinstance(source, DicomSeries) else ""
+        option = str(settings["modality"] or "").strip().lower()
+        task = MODALITY_ALIASES.get(tag.strip().lower()) or MODALITY_ALIASES.get(option, settings["modality"])
+        settings = {**settings, "modality": task}
+    return make_record(files, weights_path, settings, digests)
 
 
 class FolderInference(Engine):
@@ -258,15 +285,8 @@ class FolderInference(Engine):
         write_restoration(pred, path, record)
 
     def record(self, source: Path | DicomSeries) -> dict[str, Any]:
-        """What the output of ``source`` is made from: the input files' and weights' sha256, and the settings."""
-        files = source.files if isinstance(source, DicomSeries) else (source,)
-        settings = self.settings
-        if "modality" in settings:  # the task the input is restored as: a DICOM header's MR/CT/PT wins over the option
-            tag = source.modality if isinstance(source, DicomSeries) else ""
-            option = str(settings["modality"] or "").strip().lower()
-            task = MODALITY_ALIASES.get(tag.strip().lower()) or MODALITY_ALIASES.get(option, settings["modality"])
-            settings = {**settings, "modality": task}
-        return make_record(files, self.weights_path, settings, self.digests)
+        """What the output of ``source`` is made from (:func:`source_record`)."""
+        return source_record(source, self.weights_path, self.settings, self.digests)
 
     def write_output(
         self,

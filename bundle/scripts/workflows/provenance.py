@@ -123,7 +123,7 @@ def _value(parser: ConfigParser, key: str, raw: Any) -> tuple[Any, list[str]]:
     return raw, _REFERENCE.findall(json.dumps(raw))
 
 
-def config_settings(keys: Sequence[str] = PIXEL_SETTINGS) -> dict[str, Any]:
+def config_settings(keys: Sequence[str] = PIXEL_SETTINGS, parser: ConfigParser | None = None) -> dict[str, Any]:
     """The ``keys`` of the config now being run (overrides applied): the settings an output records.
 
     Scalars are recorded by value; components (``network_def``, the pre- and postprocessing) by their config, and
@@ -133,11 +133,13 @@ def config_settings(keys: Sequence[str] = PIXEL_SETTINGS) -> dict[str, Any]:
 
     Args:
         keys: ids of the config.
+        parser: the config's parser, for a caller outside MONAI's instantiation (the Deploy app); default: the
+            parser instantiating the caller.
 
     Returns:
         A JSON-compatible ``{id: value}``.
     """
-    parser = _running_parser()
+    parser = parser or _running_parser()
     if parser is None:
         return {}
     config = _json(parser.get())
