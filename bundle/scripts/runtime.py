@@ -169,12 +169,12 @@ def configure_inference(
         is also logged.
     """
     device = torch.device(device)
-    free = None
+    free, from_env = None, os.environ.get("OMP_NUM_THREADS")
     if num_threads:
         if int(num_threads) < 1:
             raise UserInputError(f"num_threads must be a positive number of threads, got {num_threads}")
         torch.set_num_threads(int(num_threads))
-    elif device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # else the count PyTorch took from it
+    elif device.type == "cpu" and not from_env:  # else the count PyTorch took from it
         free = free_cores()
         torch.set_num_threads(threads_for_free_cores(free, usable_cores()))
     elif torch.get_num_threads() > usable_cores():  # PyTorch counts the machine's cores, not this process's
@@ -187,8 +187,8 @@ def configure_inference(
         "free_cores": free,
         "keep_freed_memory": kept,
     }
-    found = "" if free is None else f" ({free:.1f} of {usable_cores()} cores idle at start)"
-    if free is None and not num_threads and os.environ.get("OMP_NUM_THREADS"):
-        found = f" (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    found = "" if num_threads or not from_env else f" (OMP_NUM_THREADS={from_env})"
+    if free is not None:
+        found = f" ({free:.1f} of {usable_cores()} cores idle at start)"
     logger.info(f"inference on {device}, {settings['threads']} CPU threads{found}, keep freed memory: {kept}")
     return settings

@@ -32,9 +32,21 @@ from monai.deploy.operators.monai_bundle_inference_operator import BundleConfigN
 
 if __package__ in (None, ""):  # run as a script (python deploy/app/app.py): make the sibling module importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from operators import BundleNetwork, RestorationBundleInferenceOperator, RestorationImageLoader, RestorationWriter
+    from operators import (
+        BundleNetwork,
+        RestorationBundleInferenceOperator,
+        RestorationImageLoader,
+        RestorationWriter,
+        inference_parser,
+    )
 else:
-    from .operators import BundleNetwork, RestorationBundleInferenceOperator, RestorationImageLoader, RestorationWriter
+    from .operators import (
+        BundleNetwork,
+        RestorationBundleInferenceOperator,
+        RestorationImageLoader,
+        RestorationWriter,
+        inference_parser,
+    )
 
 __all__ = ["MODALITY_ENV", "AMIRRestorationApp", "find_bundle", "main"]
 
@@ -171,14 +183,9 @@ class AMIRRestorationApp(Application):
 def _pixel_settings(bundle: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """The inference config's settings that change the pixels, with the application's overrides: what each
     output's record holds, as ``monai.bundle run`` records them."""
-    from monai.bundle import ConfigParser
     from scripts.workflows.provenance import config_settings
 
-    parser = ConfigParser()
-    parser.read_config(os.fspath(bundle / "configs" / "inference.json"))
-    for key, value in overrides.items():
-        parser[key] = value
-    return config_settings(parser=parser)
+    return config_settings(parser=inference_parser(bundle, overrides))
 
 
 def _user_error(error: BaseException) -> BaseException | None:

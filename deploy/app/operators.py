@@ -29,9 +29,24 @@ from monai.deploy.core import ConditionType, Fragment, Image, Model, Operator, O
 from monai.deploy.operators.monai_bundle_inference_operator import DISALLOW_LOAD_SAVE, MonaiBundleInferenceOperator
 from monai.utils import MetaKeys
 
-__all__ = ["BundleNetwork", "RestorationImageLoader", "RestorationBundleInferenceOperator", "RestorationWriter"]
+__all__ = [
+    "inference_parser",
+    "BundleNetwork",
+    "RestorationImageLoader",
+    "RestorationBundleInferenceOperator",
+    "RestorationWriter",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def inference_parser(bundle: str | os.PathLike, overrides: Mapping[str, Any]) -> ConfigParser:
+    """The bundle's ``configs/inference.json``, read (not parsed) with ``overrides`` set."""
+    parser = ConfigParser()
+    parser.read_config(os.fspath(Path(bundle) / "configs" / "inference.json"))
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
 
 
 class BundleNetwork(Model):
@@ -68,10 +83,7 @@ class BundleNetwork(Model):
     def _load(self) -> torch.nn.Module:
         bundle = Path(self.path)
         config = bundle / "configs" / "inference.json"
-        parser = ConfigParser()
-        parser.read_config(os.fspath(config))
-        for key, value in self.config_overrides.items():
-            parser[key] = value
+        parser = inference_parser(bundle, self.config_overrides)
         device = parser.get_parsed_content("device")
         from scripts.runtime import configure_inference  # threads and allocator, as the config's initialize sets
 

@@ -53,7 +53,6 @@ __all__ = [
     "BestCheckpoint",
     "CheckInputd",
     "ClassicalBaseline",
-    "tuning_items",
     "DicomSeries",
     "DicomSeriesReader",
     "FolderInference",
@@ -105,6 +104,7 @@ __all__ = [
     "scan_dicom_folder",
     "through_plane_axis",
     "tune_parameter",
+    "tuning_items",
     "tv_denoise",
     "write_restoration",
 ]
