@@ -10,6 +10,8 @@ import pytest
 from _workflow_data import BUNDLE, bundle_command
 from scripts.cli import MONAI_RUN_ARGUMENTS, command_line_options, launched_by_bundle_run, refuse_unknown_options
 from scripts.errors import UserInputError
+from scripts.ownership import mark_folder
+from scripts.workflows.runs import RUN_KIND
 
 MAIN = str(BUNDLE.parent / ".venv" / "lib" / "monai" / "bundle" / "__main__.py")
 CONFIGS = ["train.json", "evaluate.json", "inference.json", "analyze.json"]
@@ -76,3 +78,36 @@ def test_training_typo_is_refused_before_anything_starts(tmp_path):
         "did you mean --num_iterations?"
     )
     assert "Traceback" not in result.stderr and not runs.exists()
+
+
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_yes_no_options_read_as_meant(config, as_bundle_run):
+    """Fire passes ``false`` on as the text 'false', which ``if overwrite:`` reads as on: refused, not obeyed."""
+    argv = [MAIN, "run", "--config_file", str(BUNDLE / "configs" / config)]
+    for value in ("True", "False", "true", "TRUE", "0", "1"):
+        refuse_unknown_options([*argv, "--amp", value])
+    refuse_unknown_options([*argv, "--amp"])  # a bare flag is True to Fire
+    refuse_unknown_options([*argv, "--amp_dtype", "false"])  # not a yes/no option: its own rules apply
+    for value, shown in (("false", "'false'"), ("no", "'no'"), ("off", "'off'"), ("2", "2")):
+        with pytest.raises(
+            UserInputError,
+            match=rf"^--amp {shown}: a yes/no option takes True or False; .*"
+            r"Write --amp False \(or leave it out: it is False by default\)$",
+        ):
+            refuse_unknown_options([*argv, "--amp", value])
+
+
+def test_overwrite_false_does_not_replace_a_run(tmp_path):
+    """The case that found it: ``--overwrite false`` on an earlier run's name would have started it again."""
+    run = tmp_path / "runs" / "t"
+    (run / "models").mkdir(parents=True)
+    mark_folder(run, RUN_KIND)  # an earlier run of the bundle, which --overwrite true would delete
+    (run / "models" / "model.pt").write_bytes(b"kept")
+    result = subprocess.run(
+        bundle_command("training", "--config_file", "configs/train.json", "--runs_dir", str(tmp_path / "runs"),
+                       "--run_name", "t", "--overwrite", "false", "--dataset_dir", str(tmp_path / "no_data")),
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --overwrite 'false': a yes/no option takes")
+    assert "Traceback" not in result.stderr and (run / "models" / "model.pt").read_bytes() == b"kept"

@@ -1,10 +1,15 @@
 """Unknown command-line options are refused: a misspelled ``--num_iteration 20`` must not start a 200,000-iteration run.
+Nor may ``--overwrite false`` delete a run: Fire passes a lower-case ``false`` on as the text ``'false'``, which
+every ``if overwrite:`` reads as on.
 
 ``python -m monai.bundle run`` accepts any ``--key value``: a key that is not an id of the config becomes a new id
 that nothing reads. The first ``run`` step of every config calls :func:`refuse_unknown_options`, which compares the
 ids given on the command line (and in ``--args_file``) with the ids of the config files themselves, read again
 without the overrides, and raises a :class:`~scripts.errors.UserInputError` naming the closest valid id. A ``#``
-path into a known id (``--network_def#dim 8``) and MONAI's own run arguments stay allowed.
+path into a known id (``--network_def#dim 8``) and MONAI's own run arguments stay allowed. A yes/no option (an id
+whose value in the config is ``true`` or ``false``) takes ``True``, ``False`` (Python literals, which Fire converts),
+a bare ``--amp``, or ``true``; anything else (``false``, ``no``, ``off``) is refused the same way, before it can
+switch something on.
 
 Only a process started as ``python -m monai.bundle run`` is checked: MONAI Label, the Deploy app and tests that
 instantiate a config in their own process have a command line of their own, which is not the bundle's.
@@ -78,20 +83,34 @@ def _parse_value(value: str | None) -> Any:
     return None if value is None else DefaultParseValue(value)
 
 
-def _config_ids(config_file: Any) -> set[str]:
-    """The top-level ids of the config file(s), read without any override (``a#b`` keys count as ``a``)."""
+def _config_values(config_file: Any) -> dict[str, Any]:
+    """The top-level ids of the config file(s) and their values, read without any override (``a#b`` keys count as
+    ``a``)."""
     config = ConfigParser.load_config_files(config_file)
-    return {str(key).split("#")[0] for key in config} | {_META_ID}
+    return {str(key).split("#")[0]: value for key, value in config.items()} | {_META_ID: None}
+
+
+def _check_yes_no(key: str, value: Any, default: bool) -> None:
+    """Raise unless ``value`` reads as the user meant for a yes/no option (a non-empty string reads as on)."""
+    if value is None or (isinstance(value, (bool, int)) and value in (0, 1)):  # None: a bare ``--key`` (True)
+        return
+    if isinstance(value, str) and value.strip().lower() == "true":
+        return
+    raise UserInputError(
+        f"--{key} {value!r}: a yes/no option takes True or False; MONAI's command line passes this on as {value!r}, "
+        f"which would count as on. Write --{key} False (or leave it out: it is {default} by default)"
+    )
 
 
 def refuse_unknown_options(argv: Sequence[str] | None = None) -> None:
-    """Raise if the ``monai.bundle run`` command line sets an id that none of its config files has.
+    """Raise if the ``monai.bundle run`` command line sets an id that none of its config files has, or gives a
+    yes/no option a value that would not read as meant.
 
     Args:
         argv: the command line (default: ``sys.argv``); nothing is checked unless it is a ``monai.bundle run``.
 
     Raises:
-        UserInputError: an unknown option, with the closest valid id.
+        UserInputError: an unknown option, with the closest valid id; ``--overwrite false`` and the like.
     """
     argv = sys.argv if argv is None else argv
     if not launched_by_bundle_run(argv):
@@ -104,8 +123,11 @@ def refuse_unknown_options(argv: Sequence[str] | None = None) -> None:
     config_file = given.get("config_file")
     if not config_file:
         return  # MONAI itself refuses a run without a config
-    known = _config_ids(config_file) | MONAI_RUN_ARGUMENTS
-    for key in given:
+    values = _config_values(config_file)
+    known = set(values) | MONAI_RUN_ARGUMENTS
+    for key, value in given.items():
+        if isinstance(values.get(key), bool):
+            _check_yes_no(key, value, values[key])
         if key.split("#")[0] in known:
             continue
         valid = sorted(k for k in known if not k.startswith("_"))
