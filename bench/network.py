@@ -15,7 +15,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/network.py                 # the full table
     .venv/bin/python bench/network.py --models AMIR --checkpointing
     .venv/bin/python bench/network.py --volume --slices 5                      # inference config, 256x256x5
-    .venv/bin/python bench/network.py --volume --slices 5 --keep-memory false  # without the allocator setting
+    .venv/bin/python bench/network.py --volume --slices 5 --keep-memory False  # without the allocator setting
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def main() -> None:
     volume.add_argument("--threads", type=int, default=0, help="the config's num_threads (0: default)")
     volume.add_argument("--backend", default="", help="the config's backend (default: the config's)")
     volume.add_argument(
-        "--keep-memory", choices=["true", "false"], default="true", help="the config's keep_freed_memory"
+        "--keep-memory", choices=["True", "False"], default="True", help="the config's keep_freed_memory"
     )
     args = parser.parse_args()
     if args.volume:

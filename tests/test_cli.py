@@ -97,6 +97,13 @@ def test_yes_no_options_read_as_meant(config, as_bundle_run):
             refuse_unknown_options([*argv, "--amp", value])
 
 
+def test_computed_yes_no_options(as_bundle_run):
+    argv = [MAIN, "run", "--config_file", str(BUNDLE / "configs" / "train.json")]
+    refuse_unknown_options([*argv, "--vary_degradations", "False"])
+    with pytest.raises(UserInputError, match=r"^--vary_degradations 'false': .*by default it is computed\)$"):
+        refuse_unknown_options([*argv, "--vary_degradations", "false"])
+
+
 def test_overwrite_false_does_not_replace_a_run(tmp_path):
     """The case that found it: ``--overwrite false`` on an earlier run's name would have started it again."""
     run = tmp_path / "runs" / "t"

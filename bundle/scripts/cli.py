@@ -29,7 +29,13 @@ from monai.bundle.workflows import ConfigWorkflow
 
 from .errors import UserInputError
 
-__all__ = ["MONAI_RUN_ARGUMENTS", "launched_by_bundle_run", "command_line_options", "refuse_unknown_options"]
+__all__ = [
+    "MONAI_RUN_ARGUMENTS",
+    "COMPUTED_YES_NO",
+    "launched_by_bundle_run",
+    "command_line_options",
+    "refuse_unknown_options",
+]
 
 
 def _parameters(*functions: Any) -> frozenset[str]:
@@ -41,6 +47,8 @@ def _parameters(*functions: Any) -> frozenset[str]:
 MONAI_RUN_ARGUMENTS = _parameters(bundle_scripts.run, bundle_scripts.create_workflow, ConfigWorkflow.__init__)
 #: The metadata MONAI reads into the config (``--_meta_#version`` is a path into it).
 _META_ID = "_meta_"
+#: Yes/no ids whose default is computed rather than ``true`` or ``false`` in the config.
+COMPUTED_YES_NO = frozenset({"vary_degradations"})
 
 
 def launched_by_bundle_run(argv: Sequence[str] | None = None) -> bool:
@@ -90,15 +98,16 @@ def _config_values(config_file: Any) -> dict[str, Any]:
     return {str(key).split("#")[0]: value for key, value in config.items()} | {_META_ID: None}
 
 
-def _check_yes_no(key: str, value: Any, default: bool) -> None:
+def _check_yes_no(key: str, value: Any, default: Any) -> None:
     """Raise unless ``value`` reads as the user meant for a yes/no option (a non-empty string reads as on)."""
     if value is None or (isinstance(value, (bool, int)) and value in (0, 1)):  # None: a bare ``--key`` (True)
         return
     if isinstance(value, str) and value.strip().lower() == "true":
         return
+    by_default = f"it is {default} by default" if isinstance(default, bool) else "by default it is computed"
     raise UserInputError(
         f"--{key} {value!r}: a yes/no option takes True or False; MONAI's command line passes this on as {value!r}, "
-        f"which would count as on. Write --{key} False (or leave it out: it is {default} by default)"
+        f"which would count as on. Write --{key} False (or leave it out: {by_default})"
     )
 
 
@@ -126,7 +135,7 @@ def refuse_unknown_options(argv: Sequence[str] | None = None) -> None:
     values = _config_values(config_file)
     known = set(values) | MONAI_RUN_ARGUMENTS
     for key, value in given.items():
-        if isinstance(values.get(key), bool):
+        if isinstance(values.get(key), bool) or (key in COMPUTED_YES_NO and key in values):
             _check_yes_no(key, value, values[key])
         if key.split("#")[0] in known:
             continue
