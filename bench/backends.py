@@ -1,6 +1,7 @@
 """The inference backends on this machine's CPU: the paper AMIR in PyTorch eager and in ONNX Runtime (the bundle's own
-export and session settings, ``scripts.backends``) and compiled by ``torch.compile`` (inductor), per slice, by slice
-size and thread count.
+export and session settings, ``scripts.backends``), compiled by ``torch.compile`` (inductor) and under the configs'
+``amp`` (``bf16``: bfloat16 autocast, ``scripts.workflows.AutocastInferer``), per slice, by slice size and thread
+count.
 
 Each measurement runs in a fresh process (its peak resident memory is its own): the network (random weights, seed
 0: the time does not depend on them), for ONNX Runtime the cached export (``scripts.onnx_cache``; the first run
@@ -8,12 +9,13 @@ exports, about 40 s) and its session, one warm-up call (timed: for ``compiled`` 
 ``--repeats`` timed calls. Per call: wall time, and user and system CPU time of the process
 (``resource.getrusage``); the peak resident memory of the process after the calls; the load average of the machine
 before and after (it is shared). For ONNX Runtime and the compiled network the largest difference from eager
-PyTorch on the same input is computed after the peak memory is read.
+PyTorch on the same input is computed after the peak memory is read (for every engine but eager).
 
 Usage (from the repository root)::
 
     .venv/bin/python bench/backends.py                          # sizes 256 512, threads 1 2, every engine
     .venv/bin/python bench/backends.py --sizes 256 --threads 2 --repeats 3
+    .venv/bin/python bench/backends.py --sizes 256 512 --threads 2 --engines torch bf16
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
-ENGINES = ("torch", "compiled", "onnxruntime")  # compiled: torch.compile (inductor, C++ on a CPU)
+ENGINES = ("torch", "compiled", "onnxruntime", "bf16")  # compiled: torch.compile (inductor, C++ on a CPU)
 
 
 def _cpu() -> float:
@@ -47,6 +49,7 @@ def measure(engine: str, size: int, threads: int, repeats: int, weights: Path, c
     from scripts.networks import AMIR
     from scripts.onnx_cache import OnnxCache
     from scripts.runtime import keep_freed_memory
+    from scripts.workflows import AutocastInferer
 
     keep_freed_memory()  # as the inference config does on a CPU
     torch.set_num_threads(threads)
@@ -57,6 +60,9 @@ def measure(engine: str, size: int, threads: int, repeats: int, weights: Path, c
     net.load_state_dict(torch.load(weights, weights_only=True))
     if engine == "onnxruntime":
         run = OnnxNetwork(OnnxCache(cache).model(net, weights, {"bench": "paper AMIR"}))
+    elif engine == "bf16":
+        inferer = AutocastInferer(amp=True, dtype="bfloat16")
+        run = lambda x: inferer(x, net)  # noqa: E731
     else:
         run = torch.compile(net) if engine == "compiled" else net
     x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))

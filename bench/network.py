@@ -16,6 +16,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/network.py --models AMIR --checkpointing
     .venv/bin/python bench/network.py --volume --slices 5                      # inference config, 256x256x5
     .venv/bin/python bench/network.py --volume --slices 5 --keep-memory False  # without the allocator setting
+    .venv/bin/python bench/network.py --volume --slices 20 --amp               # bfloat16 autocast
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ def measure_volume(args: argparse.Namespace) -> dict:
             command += ["--num_threads", str(args.threads)]
         if args.backend:
             command += ["--backend", args.backend]
+        if args.amp:
+            command += ["--amp", "True"]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         done = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -167,12 +170,12 @@ def main_volume(args: argparse.Namespace) -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.2f}")
     r = measure_volume(args)
     n = args.slices
-    print("| volume | batch | threads | backend | keep freed memory | wall s | s / slice | user s | sys s | sys % | "
-          "faults / slice | peak RSS GiB | load after |")  # fmt: skip
-    print("|---" * 13 + "|")
+    print("| volume | batch | threads | backend | amp | keep freed memory | wall s | s / slice | user s | sys s | "
+          "sys % | faults / slice | peak RSS GiB | load after |")  # fmt: skip
+    print("|---" * 14 + "|")
     print(
         f"| {args.size}x{args.size}x{n} | {args.slice_batch_size} | {args.threads or 'default'} | "
-        f"{args.backend or 'default'} | {args.keep_memory} | "
+        f"{args.backend or 'default'} | {args.amp} | {args.keep_memory} | "
         f"{r['wall']:.1f} | {r['wall'] / n:.2f} | {r['user']:.1f} | {r['sys']:.1f} | "
         f"{100 * r['sys'] / max(r['user'] + r['sys'], 1e-9):.0f} | {r['faults'] / n:,.0f} | {r['peak_rss_gib']:.2f} | "
         f"{r['load']:.2f} |"
@@ -193,6 +196,7 @@ def main() -> None:
     volume.add_argument("--slice-batch-size", type=int, default=1, help="the config's slice_batch_size")
     volume.add_argument("--threads", type=int, default=0, help="the config's num_threads (0: default)")
     volume.add_argument("--backend", default="", help="the config's backend (default: the config's)")
+    volume.add_argument("--amp", action="store_true", help="the config's amp (bfloat16 autocast on a CPU)")
     volume.add_argument(
         "--keep-memory", choices=["True", "False"], default="True", help="the config's keep_freed_memory"
     )
