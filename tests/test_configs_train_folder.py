@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _workflow_data import BUNDLE, bundle_command, write_dicom_series, write_nifti
+from monai.transforms import Compose
 from scripts.data.folder import SPLIT_NAME
 from scripts.weights import file_sha256
 from scripts.workflows.finetune import part_parameters
@@ -165,7 +166,7 @@ def test_a_bad_folder_is_one_line_and_writes_nothing_there(site, runs, tmp_path)
     assert snapshot(bad) == before and not (runs / "bad").exists()  # no run folder left behind either
 
 
-def test_degradation_levels_vary_by_default_on_a_high_quality_only_folder_only(site):
+def test_levels_vary_by_default_on_a_high_quality_only_folder_and_never_replace_a_real_lq(site):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -174,3 +175,12 @@ def test_degradation_levels_vary_by_default_on_a_high_quality_only_folder_only(s
     assert parser.get_parsed_content("vary_degradations") and parser.get_parsed_content("dose_range") == [0.15, 0.4]
     parser.update({"dataset_dir": str(site), "tasks": ["mri", "ct"]})  # paired CT: a drawn dose would replace its LQ
     assert not parser.get_parsed_content("vary_degradations", lazy=False)
+    # asked for anyway (a folder of real pairs and simulated volumes): the real low-dose CT keeps its own LQ
+    items = [i for i in parser.get_parsed_content("train#datalist", lazy=False) if i["task"] == "ct"]
+    assert items and all(i["lq_acquired"] for i in items)
+    loaded = Compose(parser.get_parsed_content("train#deterministic_transforms"))(items[0])
+    parser.update({"vary_degradations": True, "flip_prob": 0.0, "ct_pixel_factors": None})
+    parser.update({"patch_size": list(loaded["image"].shape[1:])})  # the whole slice, so the two can be compared
+    item = Compose(parser.get_parsed_content("train#preprocessing", lazy=False))(items[0])
+    assert parser.get_parsed_content("dose_range") == [0.15, 0.4]
+    assert torch.equal(item["image"], loaded["image"]) and "lq_acquired" not in item

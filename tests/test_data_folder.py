@@ -105,6 +105,7 @@ def test_paired_trees_are_matched_by_relative_path(tmp_path, kind):
     items = build_datalist("folder", data, ["ct"], "all")
     assert len(items) == 9  # 3 volumes of 3 slices
     assert all("degrade" not in item and "/lq/" in item["image"] and "/hq/" in item["label"] for item in items)
+    assert all(item["lq_acquired"] is True for item in items)
     assert all(item["image"].replace("/lq/", "/hq/") == item["label"] for item in items)
     pair = LoadSlicePaird(keys=["image", "label"])(items[0])
     assert torch.allclose(pair["image"] - pair["label"], torch.full_like(pair["image"], 30.0), atol=1e-3)

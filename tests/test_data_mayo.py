@@ -39,7 +39,8 @@ def test_pairs_by_position_in_both_layouts(tmp_path, layout):
     assert len(items) == 8
     assert {i["subject"] for i in items} == {"L067", "L506"}
     for item in items:
-        assert set(item) == {"image", "label", "task", "subject"} and item["task"] == "ct"
+        assert set(item) == {"image", "label", "task", "subject", "lq_acquired"} and item["task"] == "ct"
+        assert item["lq_acquired"] is True  # a real quarter dose: no drawn dose may replace it
         assert "quarter" in item["image"] and "full" in item["label"]
         # quarter slice z holds the full one's value + 1: pairing picked the same slice despite shuffled names
         # and different instance / series numbers

@@ -57,7 +57,7 @@ def test_subject_first_nifti_pairs_drop_air_and_use_coronal_slices(tmp_path):
         mine = [i for i in items if i["subject"] == subject]
         assert [i["slice"] for i in mine] == [2, 3, 4]  # slices 0, 1 and 5 are air
         assert all(i["slice_axis"] == 1 and i["drf"] == 12 and i["task"] == "pet" for i in mine)
-        assert all("image" in i and "degrade" not in i for i in mine)
+        assert all("image" in i and "degrade" not in i and i["lq_acquired"] is True for i in mine)
     # axial slices of this volume would be 20x6 px
     with pytest.raises(DataError, match=r"Full_dose\.nii\.gz: axial slices of 20x6 px are smaller than 16 px"):
         build_pet_datalist(tmp_path, split="all", plane="axial", subjects=["s1"])
@@ -82,6 +82,7 @@ def test_full_dose_only_is_simulated(tmp_path):
     write_nifti(tmp_path / "p1" / "Full_dose.nii.gz", pet_volume())
     items = build_pet_datalist(tmp_path, split="all", drf=12)
     assert items and all(i["degrade"] == "pet" and "image" not in i and i["drf"] == 12 for i in items)
+    assert not any("lq_acquired" in i for i in items)
     with pytest.raises(DataError, match="no reduced-dose image and simulate=False"):
         build_pet_datalist(tmp_path, split="all", simulate=False)
     write_nifti(tmp_path / "p1" / "D12.nii.gz", pet_volume())

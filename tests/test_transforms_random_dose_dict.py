@@ -35,6 +35,9 @@ def test_dict_versions_change_only_their_task_and_are_off_without_a_range():
     assert float((out["image"] - out["label"])[0][torch.from_numpy(centre())].std()) > 1.0
     for other in (ct_item(task="mri"), ct_item(task="pet")):
         assert ct(other)["image"] is other["image"]
+    real = ct_item(spacing=[PX_CM * 10, PX_CM * 10], body_diameter_cm=0.0, lq_acquired=True)
+    assert ct(real)["image"] is real["image"]  # a real low-dose LQ is kept
+    assert RandLowDosePETd(bank_size=1)(ct_item(task="pet", lq_acquired=True))["image"].sum() == 0
     off = RandLowDoseCTd(dose_range=None)
     assert off(item)["image"] is item["image"]
     assert RandLowDosePETd(drf_range=None)(ct_item(task="pet"))["image"].sum() == 0

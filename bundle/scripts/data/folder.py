@@ -231,7 +231,7 @@ def _volume_items(task: str, volume: Volume, pairs: dict[Path, Path] | None) -> 
         if pairs is None:
             item["degrade"] = DEGRADE[task]
         else:
-            item["image"] = os.fspath(pairs[path])
+            item["image"], item["lq_acquired"] = os.fspath(pairs[path]), True
         if spacing:
             item["spacing"] = spacing
         items.append(item)

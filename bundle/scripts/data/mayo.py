@@ -142,5 +142,5 @@ def build_mayo_datalist(
         full = read_dicom_series(wanted[(patient, "full")])
         quarter = read_dicom_series(wanted[(patient, "quarter")])
         for hq, lq in pair_dicom_series(full, quarter, pair_by=pair_by):
-            items.append({"image": lq.path, "label": hq.path, "task": "ct", "subject": patient})
+            items.append({"image": lq.path, "label": hq.path, "task": "ct", "subject": patient, "lq_acquired": True})
     return items

@@ -242,6 +242,8 @@ def build_pet_datalist(
         extra = {"task": "pet", "drf": int(lq_drf), "subject": subject}
         if lq is None:
             extra["degrade"] = "pet"
+        else:
+            extra["lq_acquired"] = True
         if hq.kind == "nifti":
             paths = {"label": os.fspath(hq.path), **({"image": os.fspath(lq.path)} if lq else {})}
             items += [{**paths, **s, **extra} for s in _nifti_items(hq, lq, plane, air_threshold)]

@@ -11,6 +11,9 @@ The data-list item schema (what every builder returns and :class:`scripts.data.l
 ``"image"`` (optional)
     path of the paired low-quality (LQ) source, of the same kind and shape as ``"label"``. Absent when the
     LQ is simulated.
+``"lq_acquired"`` (optional)
+    True where ``"image"`` is a real low-dose acquisition (Mayo quarter dose, a real PET LQ, a folder's ``lq/``
+    tree) rather than a simulation: the drawn-dose transforms of ``vary_degradations`` leave its LQ as it is.
 ``"degrade"`` (required when ``"image"`` is absent)
     how to simulate the LQ from the HQ: ``"kspace"`` (MRI 4x k-space crop), ``"ct"`` (quarter-dose CT
     noise), ``"pet"`` (dose-reduced PET, DRF from ``"drf"``).

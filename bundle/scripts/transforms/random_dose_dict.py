@@ -15,7 +15,10 @@ from ._common import like_input, of_task, to_numpy
 from .intensity import get_window
 from .random_dose import RandLowDoseCT, RandLowDosePET, _RandNoiseLevel
 
-__all__ = ["RandLowDoseCTd", "RandLowDosePETd"]
+__all__ = ["ACQUIRED_KEY", "RandLowDoseCTd", "RandLowDosePETd"]
+
+#: Item key marking an LQ that is a real low-dose acquisition, which no drawn dose may replace.
+ACQUIRED_KEY = "lq_acquired"
 
 
 class _RandNoiseLeveld(Randomizable, MapTransform):
@@ -60,10 +63,11 @@ class _RandNoiseLeveld(Randomizable, MapTransform):
 
         Returns:
             A shallow copy with the LQ key replaced (and the HQ key, if the transform gives the label noise), for
-            items of the task; other items unchanged.
+            items of the task; other items, and those whose LQ is a real low-dose acquisition (``"lq_acquired"``,
+            :mod:`scripts.data.slices`), unchanged.
         """
         d = dict(data)
-        if self.transform is None or not of_task(d, self.task_key, self.task):
+        if self.transform is None or not of_task(d, self.task_key, self.task) or d.get(ACQUIRED_KEY):
             return d
         if self.label_key not in d:
             if self.allow_missing_keys:
