@@ -14,6 +14,26 @@ VENV=.venv
 DEPLOY_VENV=.venv-deploy
 LABEL_VENV=.venv-label
 
+# Disk each environment takes once installed (du in a fresh clone: 3.1, 3.6 and 8.2 GB), in GB rounded up.
+declare -A SIZE_GB=([$VENV]=4 [$DEPLOY_VENV]=4 [$LABEL_VENV]=9)
+
+# need_disk VENV...: stop before any install when the environments not made yet would not fit on this disk (pip
+# fails minutes in otherwise, with one environment half installed).
+need_disk() {
+  local need=0 missing=() venv free
+  for venv in "$@"; do
+    if [[ ! -x $venv/bin/python ]]; then
+      need=$((need + SIZE_GB[$venv]))
+      missing+=("$venv")
+    fi
+  done
+  free=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+  if ((need > free)); then
+    echo "error: ${missing[*]} need about $need GB of disk to install, and $free GB are free here; free some space and run again" >&2
+    exit 1
+  fi
+}
+
 # setup VENV ARGS...: create the environment VENV if missing, then pip install ARGS into it. pip resolves instantly
 # when everything is already installed, so this stays idempotent and quick.
 setup() {
@@ -26,10 +46,12 @@ setup() {
 
 case "${1:-}" in
   demo)
+    need_disk "$VENV"
     setup "$VENV" -r requirements.txt
     cd bundle && exec "../$VENV/bin/python" -m scripts.demo "${@:2}"
     ;;
   test)
+    need_disk "$VENV" "$DEPLOY_VENV" "$LABEL_VENV"
     setup "$VENV" -r requirements.txt -r requirements-dev.txt
     setup "$DEPLOY_VENV" -r requirements.txt -r deploy/requirements.txt
     setup "$LABEL_VENV" -r deploy/requirements-label.txt

@@ -12,7 +12,7 @@ import torch
 from _workflow_data import BUNDLE
 from scripts import runtime
 from scripts.errors import UserInputError
-from scripts.runtime import configure_inference, free_cores, threads_for_free_cores, usable_cores
+from scripts.runtime import configure_inference, free_cores, threads_for_free_cores, usable_cores, yes_no
 
 # Allocates and frees a 64 MB tensor 20 times (as a forward does with its feature maps), after 10 times to reach a
 # steady state, and prints the minor page faults of the 20.
@@ -86,6 +86,15 @@ def test_configure_inference_options(monkeypatch):
         configure_inference("cpu", num_threads=-2)
     with pytest.raises(UserInputError, match="keep_freed_memory must be true or false"):
         configure_inference("cpu", keep_memory="maybe")
+
+
+def test_yes_no_reads_text_as_meant():
+    # in-process callers (the Deploy app, a notebook) may pass a config's text: "false" must be off, not bool("false")
+    assert [yes_no(v, "amp") for v in (True, 1, "true", " True")] == [True] * 4
+    assert [yes_no(v, "amp") for v in (False, 0, "false", "FALSE ")] == [False] * 4
+    for value in ("off", "", 2, None):
+        with pytest.raises(UserInputError, match="amp must be true or false"):
+            yes_no(value, "amp")
 
 
 def test_threads_follow_the_cores_found_idle():

@@ -37,6 +37,7 @@ from torch import nn
 from .errors import UserInputError
 from .export import INPUT_NAME, OUTPUT_NAME
 from .onnx_cache import DEFAULT_CACHE_DIR, OnnxCache
+from .runtime import yes_no
 
 ort, has_ort = optional_import("onnxruntime")
 
@@ -108,11 +109,6 @@ class OnnxNetwork:
         return torch.from_numpy(output).to(x.device)
 
 
-def _flag(value: bool | str) -> bool:
-    """A yes/no option as a config or the command line gives it (``--amp false`` may arrive as a string)."""
-    return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
-
-
 def _timed(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     output = function(x)
@@ -163,7 +159,7 @@ class BackendNetwork(nn.Module):
         self.choice = ""  # "torch" or "onnxruntime" once chosen (on the first call, unless torch is the only one)
         self.onnx: OnnxNetwork | None = None
         self._checked: set[tuple[int, ...]] = set()  # slice sizes on which ONNX Runtime was checked
-        why_torch, warn = self._torch_only(torch.device(device), _flag(amp), _flag(compile))
+        why_torch, warn = self._torch_only(torch.device(device), yes_no(amp, "amp"), yes_no(compile, "compile"))
         if why_torch:
             self.choice = "torch"
             (logger.warning if warn else logger.info)(f"backend {self.backend}: torch ({why_torch})")

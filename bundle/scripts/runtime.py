@@ -31,6 +31,7 @@ __all__ = [
     "quiet_known_noise",
     "threads_for_free_cores",
     "usable_cores",
+    "yes_no",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,13 +139,24 @@ def quiet_known_noise() -> None:
             log.addFilter(_MessageFilter(prefix))
 
 
-def _flag(value: bool | str, name: str) -> bool:
-    """A yes/no option as given in a config or on the command line (``--keep_freed_memory false`` is a string)."""
-    if isinstance(value, str):
-        if value.strip().lower() not in ("true", "false"):
-            raise UserInputError(f"{name} must be true or false, got {value!r}")
+def yes_no(value: bool | int | str, name: str) -> bool:
+    """A yes/no setting as an in-process caller may give it (a bool, 0 / 1, or the text ``"true"`` / ``"false"``).
+
+    Args:
+        value: the setting.
+        name: its name, for the error.
+
+    Returns:
+        True for on. The text ``"false"`` is off here, where ``bool("false")`` would be on.
+
+    Raises:
+        UserInputError: any other value.
+    """
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    return bool(value)
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise UserInputError(f"{name} must be true or false, got {value!r}")
 
 
 def configure_inference(
@@ -179,7 +191,7 @@ def configure_inference(
         torch.set_num_threads(threads_for_free_cores(free, usable_cores()))
     elif torch.get_num_threads() > usable_cores():  # PyTorch counts the machine's cores, not this process's
         torch.set_num_threads(usable_cores())
-    kept = keep_freed_memory() if _flag(keep_memory, "keep_freed_memory") and device.type == "cpu" else False
+    kept = keep_freed_memory() if yes_no(keep_memory, "keep_freed_memory") and device.type == "cpu" else False
     quiet_known_noise()
     settings = {
         "device": str(device),

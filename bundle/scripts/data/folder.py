@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 
 from ..atomic import write_text_atomic
+from ..transforms.random_dose_dict import ACQUIRED_KEY
 from .folders import walk_folders
 from .loading import is_nifti
 from .slices import TASK_PLANES, TASKS, DataError, nifti_info, normalize_split, volume_slices
@@ -231,7 +232,7 @@ def _volume_items(task: str, volume: Volume, pairs: dict[Path, Path] | None) -> 
         if pairs is None:
             item["degrade"] = DEGRADE[task]
         else:
-            item["image"], item["lq_acquired"] = os.fspath(pairs[path]), True
+            item["image"], item[ACQUIRED_KEY] = os.fspath(pairs[path]), True
         if spacing:
             item["spacing"] = spacing
         items.append(item)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..transforms.random_dose_dict import ACQUIRED_KEY
 from .dicom_series import pair_dicom_series, read_dicom_series
 from .folders import walk_folders
 from .slices import DataError, select_subjects
@@ -142,5 +143,5 @@ def build_mayo_datalist(
         full = read_dicom_series(wanted[(patient, "full")])
         quarter = read_dicom_series(wanted[(patient, "quarter")])
         for hq, lq in pair_dicom_series(full, quarter, pair_by=pair_by):
-            items.append({"image": lq.path, "label": hq.path, "task": "ct", "subject": patient, "lq_acquired": True})
+            items.append({"image": lq.path, "label": hq.path, "task": "ct", "subject": patient, ACQUIRED_KEY: True})
     return items

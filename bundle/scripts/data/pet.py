@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from ..transforms.random_dose_dict import ACQUIRED_KEY
 from .dicom_series import pair_dicom_series, read_dicom_series
 from .folders import walk_folders
 from .slices import DataError, checked_slice_axis, nearest_value, nifti_info, select_subjects
@@ -243,7 +244,7 @@ def build_pet_datalist(
         if lq is None:
             extra["degrade"] = "pet"
         else:
-            extra["lq_acquired"] = True
+            extra[ACQUIRED_KEY] = True
         if hq.kind == "nifti":
             paths = {"label": os.fspath(hq.path), **({"image": os.fspath(lq.path)} if lq else {})}
             items += [{**paths, **s, **extra} for s in _nifti_items(hq, lq, plane, air_threshold)]
