@@ -19,14 +19,12 @@ def _executable(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def _run(tmp_path: Path, command: str, free_gb: int) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, command: str, free_gb: int | None) -> subprocess.CompletedProcess:
+    """``bash run.sh command`` with ``free_gb`` GB free (None: ``df`` fails)."""
     shutil.copy(ROOT / "run.sh", tmp_path / "run.sh")
     fake_bin = tmp_path / "fake_bin"
-    _executable(
-        fake_bin / "df",
-        "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
-        f"echo '/dev/x 999999999 1 {free_gb * 1048576} 1% /'\n",
-    )
+    df = "exit 1" if free_gb is None else f"echo 'Size Used Avail Use% On'\necho '/dev/x 9 1 {free_gb * 1048576} 1% /'"
+    _executable(fake_bin / "df", f"#!/bin/sh\n{df}\n")
     # a python that makes nothing: were the check gone, the test fails at once instead of installing
     _executable(fake_bin / "python", "#!/bin/sh\nexit 9\n")
     env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(fake_bin / "python")}
@@ -51,3 +49,8 @@ def test_environments_already_made_need_no_space(tmp_path):
     _executable(tmp_path / ".venv/bin/python", "#!/bin/sh\necho 'set-up reached' >&2\nexit 7\n")
     result = _run(tmp_path, "test", free_gb=13)
     assert result.returncode == 7 and result.stderr.strip() == "set-up reached"
+
+
+def test_no_answer_from_df_is_no_check(tmp_path):
+    result = _run(tmp_path, "demo", free_gb=None)
+    assert result.returncode == 9 and "error:" not in result.stderr  # on to making .venv (the stand-in python)
